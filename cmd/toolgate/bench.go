@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/toolgate/toolgate/internal/bench"
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	levels := fs.String("concurrency", "1,8,64", "comma-separated numbers of concurrent clients")
+	duration := fs.Duration("duration", 5*time.Second, "length of one measured phase")
+	rounds := fs.Int("rounds", 3, "direct/gateway pairs per concurrency level")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var conc []int
+	for _, s := range strings.Split(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "toolgate bench: -concurrency: %q is not a positive number\n", s)
+			return 2
+		}
+		conc = append(conc, n)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "toolgate bench:", err)
+		return 1
+	}
+	_, err = bench.Run(ctx, bench.Options{
+		Concurrency: conc,
+		Duration:    *duration,
+		Rounds:      *rounds,
+		Gateway: func(configPath string) *exec.Cmd {
+			return exec.Command(exe, "serve", "--config", configPath)
+		},
+	}, stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "toolgate bench:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,416 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits of what the edge accepts, before anything is parsed by the MCP layer.
+const (
+	// DefaultMaxBodyBytes bounds one JSON-RPC message posted by an agent.
+	DefaultMaxBodyBytes = 4 << 20
+	// DefaultMaxDepth bounds the nesting of objects and arrays in one message.
+	DefaultMaxDepth = 64
+)
+
+// JSON-RPC error codes used at the edge (JSON-RPC 2.0 §5.1).
+const (
+	codeParseError     = -32700
+	codeInvalidRequest = -32600
+)
+
+// edgeError is a message refused at the edge: it never reaches the MCP
+// layer, a policy or an upstream.
+type edgeError struct {
+	status int    // HTTP status of the refusal
+	code   int    // JSON-RPC error code
+	msg    string // says what was wrong, for the agent's developer
+	id     json.RawMessage
+}
+
+func (e *edgeError) Error() string { return e.msg }
+
+// checkMessage validates one posted JSON-RPC message: well-formed UTF-8 JSON,
+// a single object (no batch), bounded nesting, and no object anywhere with
+// a duplicate key or two keys that differ only in case. Go's decoder matches
+// struct fields case-insensitively and keeps the last duplicate, so such a
+// message could be authorised on one value and executed on another
+// (the CVE-2026-27896 class); toolgate refuses it instead of guessing.
+func checkMessage(body []byte, maxDepth int) *edgeError {
+	if !utf8.Valid(body) {
+		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
+	}
+	c := checker{buf: body, maxDepth: maxDepth}
+	c.skipSpace()
+	if c.pos < len(c.buf) && c.buf[c.pos] == '[' {
+		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
+	}
+	if c.pos >= len(c.buf) || c.buf[c.pos] != '{' {
+		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
+	}
+	if err := c.value(0); err != nil {
+		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
+	}
+	c.skipSpace()
+	if c.pos != len(c.buf) {
+		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
+	}
+	return checkEnvelope(body)
+}
+
+// checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
+// to be a well-formed object without duplicate keys.
+func checkEnvelope(body []byte) *edgeError {
+	var env struct {
+		JSONRPC *string          `json:"jsonrpc"`
+		ID      json.RawMessage  `json:"id"`
+		Method  *json.RawMessage `json:"method"`
+		Params  json.RawMessage  `json:"params"`
+		Result  json.RawMessage  `json:"result"`
+		Error   json.RawMessage  `json:"error"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "invalid JSON-RPC message: " + err.Error()}
+	}
+	bad := func(msg string) *edgeError {
+		e := &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: msg}
+		if validID(env.ID) {
+			e.id = env.ID
+		}
+		return e
+	}
+	if env.JSONRPC == nil || *env.JSONRPC != "2.0" {
+		return bad(`"jsonrpc" must be "2.0"`)
+	}
+	if len(env.ID) > 0 && !validID(env.ID) {
+		return bad(`"id" must be a string or an integer`)
+	}
+	if env.Method == nil {
+		// A response to a server-initiated request (sampling, elicitation).
+		if len(env.ID) == 0 || (len(env.Result) == 0) == (len(env.Error) == 0) {
+			return bad("a message without \"method\" must be a response with an id and exactly one of result or error")
+		}
+		return nil
+	}
+	var method string
+	if err := json.Unmarshal(*env.Method, &method); err != nil || method == "" {
+		return bad(`"method" must be a non-empty string`)
+	}
+	if len(env.Params) > 0 {
+		if p := bytes.TrimSpace(env.Params); p[0] != '{' && p[0] != '[' {
+			return bad(`"params" must be an object`)
+		}
+	}
+	return nil
+}
+
+// validID reports whether raw is a JSON-RPC id toolgate accepts: a string
+// or an integer (MCP forbids null ids).
+func validID(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	switch raw[0] {
+	case '"':
+		return true
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return !bytes.ContainsAny(raw, ".eE")
+	}
+	return false
+}
+
+// checker is a small recursive-descent JSON validator that also tracks
+// object keys. It allocates only for keys that contain escapes.
+type checker struct {
+	buf      []byte
+	pos      int
+	maxDepth int
+}
+
+var errEOF = errors.New("unexpected end of JSON input")
+
+func (c *checker) skipSpace() {
+	for c.pos < len(c.buf) {
+		switch c.buf[c.pos] {
+		case ' ', '\t', '\n', '\r':
+			c.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (c *checker) errorf(format string, args ...any) error {
+	return fmt.Errorf("invalid JSON at byte %d: %s", c.pos, fmt.Sprintf(format, args...))
+}
+
+func (c *checker) value(depth int) error {
+	c.skipSpace()
+	if c.pos >= len(c.buf) {
+		return errEOF
+	}
+	switch ch := c.buf[c.pos]; {
+	case ch == '{':
+		return c.object(depth + 1)
+	case ch == '[':
+		return c.array(depth + 1)
+	case ch == '"':
+		_, _, err := c.str()
+		return err
+	case ch == '-' || (ch >= '0' && ch <= '9'):
+		return c.number()
+	case ch == 't':
+		return c.literal("true")
+	case ch == 'f':
+		return c.literal("false")
+	case ch == 'n':
+		return c.literal("null")
+	default:
+		return c.errorf("unexpected character %q", ch)
+	}
+}
+
+func (c *checker) literal(word string) error {
+	if !bytes.HasPrefix(c.buf[c.pos:], []byte(word)) {
+		return c.errorf("invalid literal")
+	}
+	c.pos += len(word)
+	return nil
+}
+
+func (c *checker) number() error {
+	start := c.pos
+	if c.buf[c.pos] == '-' {
+		c.pos++
+	}
+	digits := func() int {
+		n := 0
+		for c.pos < len(c.buf) && c.buf[c.pos] >= '0' && c.buf[c.pos] <= '9' {
+			c.pos++
+			n++
+		}
+		return n
+	}
+	if c.pos < len(c.buf) && c.buf[c.pos] == '0' {
+		c.pos++
+	} else if digits() == 0 {
+		return c.errorf("invalid number")
+	}
+	if c.pos < len(c.buf) && c.buf[c.pos] == '.' {
+		c.pos++
+		if digits() == 0 {
+			return c.errorf("invalid number")
+		}
+	}
+	if c.pos < len(c.buf) && (c.buf[c.pos] == 'e' || c.buf[c.pos] == 'E') {
+		c.pos++
+		if c.pos < len(c.buf) && (c.buf[c.pos] == '+' || c.buf[c.pos] == '-') {
+			c.pos++
+		}
+		if digits() == 0 {
+			return c.errorf("invalid number")
+		}
+	}
+	if c.pos-start > 4096 {
+		return c.errorf("number longer than 4096 characters")
+	}
+	return nil
+}
+
+// str scans a string starting at the opening quote and returns its raw
+// contents (without quotes) and whether it contains escapes.
+func (c *checker) str() (raw []byte, escaped bool, err error) {
+	c.pos++ // opening quote
+	start := c.pos
+	for c.pos < len(c.buf) {
+		ch := c.buf[c.pos]
+		switch {
+		case ch == '"':
+			raw = c.buf[start:c.pos]
+			c.pos++
+			return raw, escaped, nil
+		case ch == '\\':
+			escaped = true
+			if c.pos+1 >= len(c.buf) {
+				return nil, false, errEOF
+			}
+			switch c.buf[c.pos+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				c.pos += 2
+			case 'u':
+				if c.pos+6 > len(c.buf) || !isHex4(c.buf[c.pos+2:c.pos+6]) {
+					return nil, false, c.errorf("invalid \\u escape")
+				}
+				c.pos += 6
+			default:
+				return nil, false, c.errorf("invalid escape")
+			}
+		case ch < 0x20:
+			return nil, false, c.errorf("control character in string")
+		default:
+			c.pos++
+		}
+	}
+	return nil, false, errEOF
+}
+
+func isHex4(b []byte) bool {
+	for _, ch := range b {
+		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'f' || ch >= 'A' && ch <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *checker) object(depth int) error {
+	if depth > c.maxDepth {
+		return c.errorf("nesting deeper than %d", c.maxDepth)
+	}
+	c.pos++ // {
+	var keys []string
+	c.skipSpace()
+	if c.pos < len(c.buf) && c.buf[c.pos] == '}' {
+		c.pos++
+		return nil
+	}
+	for {
+		c.skipSpace()
+		if c.pos >= len(c.buf) {
+			return errEOF
+		}
+		if c.buf[c.pos] != '"' {
+			return c.errorf("object key must be a string")
+		}
+		keyPos := c.pos
+		raw, escaped, err := c.str()
+		if err != nil {
+			return err
+		}
+		key := string(raw)
+		if escaped {
+			// Compare keys as the decoder will see them: "na\u006de" is "name".
+			if err := json.Unmarshal(c.buf[keyPos:c.pos], &key); err != nil {
+				return c.errorf("invalid key: %v", err)
+			}
+		}
+		for _, k := range keys {
+			if k == key {
+				return fmt.Errorf("duplicate key %q at byte %d", key, keyPos)
+			}
+			if strings.EqualFold(k, key) {
+				return fmt.Errorf("keys %q and %q differ only in case (byte %d): rename one", k, key, keyPos)
+			}
+		}
+		keys = append(keys, key)
+		c.skipSpace()
+		if c.pos >= len(c.buf) {
+			return errEOF
+		}
+		if c.buf[c.pos] != ':' {
+			return c.errorf("expected ':' after object key")
+		}
+		c.pos++
+		if err := c.value(depth); err != nil {
+			return err
+		}
+		c.skipSpace()
+		if c.pos >= len(c.buf) {
+			return errEOF
+		}
+		switch c.buf[c.pos] {
+		case ',':
+			c.pos++
+		case '}':
+			c.pos++
+			return nil
+		default:
+			return c.errorf("expected ',' or '}' in object")
+		}
+	}
+}
+
+func (c *checker) array(depth int) error {
+	if depth > c.maxDepth {
+		return c.errorf("nesting deeper than %d", c.maxDepth)
+	}
+	c.pos++ // [
+	c.skipSpace()
+	if c.pos < len(c.buf) && c.buf[c.pos] == ']' {
+		c.pos++
+		return nil
+	}
+	for {
+		if err := c.value(depth); err != nil {
+			return err
+		}
+		c.skipSpace()
+		if c.pos >= len(c.buf) {
+			return errEOF
+		}
+		switch c.buf[c.pos] {
+		case ',':
+			c.pos++
+		case ']':
+			c.pos++
+			return nil
+		default:
+			return c.errorf("expected ',' or ']' in array")
+		}
+	}
+}
+
+// edgeHandler refuses oversized and malformed posted messages before next
+// sees them; GET and DELETE pass through untouched.
+func edgeHandler(next http.Handler, maxBody int64, maxDepth int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeEdgeError(w, &edgeError{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
+					msg: fmt.Sprintf("request body larger than %d bytes", maxBody)})
+				return
+			}
+			writeEdgeError(w, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "reading request body: " + err.Error()})
+			return
+		}
+		if e := checkMessage(body, maxDepth); e != nil {
+			writeEdgeError(w, e)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+type rpcErrorObject struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeEdgeError(w http.ResponseWriter, e *edgeError) {
+	id := e.id
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	msg, _ := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   rpcErrorObject  `json:"error"`
+	}{"2.0", id, rpcErrorObject{e.code, e.msg}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.status)
+	_, _ = w.Write(msg)
+}

@@ -1,0 +1,356 @@
+// Package bench measures what toolgate adds to a tool call: the same calls
+// made directly to an upstream and through a gateway process, alternately.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+// Options says what to measure.
+type Options struct {
+	// Concurrency lists the numbers of concurrent clients to measure.
+	Concurrency []int
+	// Duration of one measured phase (one side, one level, one round).
+	Duration time.Duration
+	// Rounds of direct/gateway pairs per level; figures are medians over rounds.
+	Rounds int
+	// Gateway starts the gateway process given its configuration file:
+	// typically the toolgate binary with "serve --config".
+	Gateway func(configPath string) *exec.Cmd
+	// ExtraConfig is appended to the generated gateway configuration
+	// (YAML at the top level).
+	ExtraConfig string
+}
+
+// Phase is one measured run of N clients against one target.
+type Phase struct {
+	Target      string // "direct" or "gateway"
+	Clients     int
+	Calls       int
+	Errors      int
+	Elapsed     time.Duration
+	P50, P90    time.Duration
+	P99, Max    time.Duration
+	CPUPerCall  time.Duration // gateway process CPU (user+system) per call; gateway phases only
+	RSSBytes    int64         // gateway resident set size after the phase; gateway phases only
+	CallsPerSec float64
+}
+
+// Run starts an echo upstream and the gateway, measures every level, and
+// writes a report to w.
+func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
+	if opts.Rounds <= 0 {
+		opts.Rounds = 1
+	}
+	if opts.Duration <= 0 {
+		opts.Duration = 5 * time.Second
+	}
+	if len(opts.Concurrency) == 0 {
+		opts.Concurrency = []int{1, 8, 64}
+	}
+	upstream, stopUpstream, err := startEchoUpstream()
+	if err != nil {
+		return nil, err
+	}
+	defer stopUpstream()
+
+	dir, err := os.MkdirTemp("", "toolgate-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "bench.yaml")
+	cfg := fmt.Sprintf("gateway:\n  listen: %s\ntools:\n  servers:\n    - name: up\n      transport: streamable-http\n      url: %s\nlog:\n  level: warn\n%s", addr, upstream, opts.ExtraConfig)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := opts.Gateway(cfgPath)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start gateway: %w", err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	gatewayURL := "http://" + addr + "/mcp"
+	if err := waitReady(ctx, gatewayURL, "up__echo"); err != nil {
+		return nil, err
+	}
+
+	var phases []Phase
+	for _, n := range opts.Concurrency {
+		for r := 0; r < opts.Rounds; r++ {
+			direct, err := measure(ctx, upstream, "echo", n, opts.Duration, 0)
+			if err != nil {
+				return nil, fmt.Errorf("direct, %d clients: %w", n, err)
+			}
+			direct.Target = "direct"
+			via, err := measure(ctx, gatewayURL, "up__echo", n, opts.Duration, cmd.Process.Pid)
+			if err != nil {
+				return nil, fmt.Errorf("gateway, %d clients: %w", n, err)
+			}
+			via.Target = "gateway"
+			phases = append(phases, direct, via)
+		}
+	}
+	report(w, phases, opts)
+	return phases, nil
+}
+
+func report(w io.Writer, phases []Phase, opts Options) {
+	fmt.Fprintf(w, "toolgate bench: echo over Streamable HTTP on loopback, %s per phase, %d round(s), medians over rounds\n\n", opts.Duration, opts.Rounds)
+	fmt.Fprintf(w, "%-8s %-8s %10s %9s %9s %9s %9s %12s %10s %8s\n", "clients", "target", "calls/s", "p50", "p90", "p99", "max", "cpu/call", "rss", "errors")
+	for _, n := range opts.Concurrency {
+		var direct, via []Phase
+		for _, p := range phases {
+			if p.Clients != n {
+				continue
+			}
+			if p.Target == "direct" {
+				direct = append(direct, p)
+			} else {
+				via = append(via, p)
+			}
+		}
+		d, g := median(direct), median(via)
+		for _, p := range []Phase{d, g} {
+			cpu, rss := "", ""
+			if p.Target == "gateway" {
+				cpu = fmt.Sprintf("%.0fµs", float64(p.CPUPerCall)/1e3)
+				rss = fmt.Sprintf("%.1fMiB", float64(p.RSSBytes)/(1<<20))
+			}
+			fmt.Fprintf(w, "%-8d %-8s %10.0f %9s %9s %9s %9s %12s %10s %8d\n", n, p.Target, p.CallsPerSec,
+				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.Max), cpu, rss, p.Errors)
+		}
+		fmt.Fprintf(w, "%-8d %-8s %9.2fx %+8.3fms %+8.3fms %+8.3fms\n\n", n, "added", g.CallsPerSec/d.CallsPerSec,
+			float64(g.P50-d.P50)/1e6, float64(g.P90-d.P90)/1e6, float64(g.P99-d.P99)/1e6)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
+
+// median takes, field by field, the median over rounds.
+func median(ps []Phase) Phase {
+	if len(ps) == 0 {
+		return Phase{}
+	}
+	out := ps[0]
+	pick := func(get func(Phase) float64) float64 {
+		v := make([]float64, len(ps))
+		for i, p := range ps {
+			v[i] = get(p)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	out.P50 = time.Duration(pick(func(p Phase) float64 { return float64(p.P50) }))
+	out.P90 = time.Duration(pick(func(p Phase) float64 { return float64(p.P90) }))
+	out.P99 = time.Duration(pick(func(p Phase) float64 { return float64(p.P99) }))
+	out.Max = time.Duration(pick(func(p Phase) float64 { return float64(p.Max) }))
+	out.CallsPerSec = pick(func(p Phase) float64 { return p.CallsPerSec })
+	out.CPUPerCall = time.Duration(pick(func(p Phase) float64 { return float64(p.CPUPerCall) }))
+	out.RSSBytes = int64(pick(func(p Phase) float64 { return float64(p.RSSBytes) }))
+	errs := 0
+	for _, p := range ps {
+		errs += p.Errors
+	}
+	out.Errors = errs
+	return out
+}
+
+// measure runs n clients, each initialised once and then calling tool in
+// a loop for d, and returns the latency distribution. pid, if not zero,
+// is the gateway process whose CPU and RSS are read.
+func measure(ctx context.Context, url, tool string, n int, d time.Duration, pid int) (Phase, error) {
+	clients := make([]*client.Client, n)
+	for i := range clients {
+		c, err := connect(ctx, url)
+		if err != nil {
+			return Phase{}, err
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	// One warm-up call each, so that connection set-up is not measured.
+	for _, c := range clients {
+		if err := callEcho(ctx, c, tool); err != nil {
+			return Phase{}, err
+		}
+	}
+	cpuBefore, _ := processCPU(pid)
+	var mu sync.Mutex
+	var all []time.Duration
+	errs := 0
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 4096)
+			bad := 0
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := callEcho(ctx, c, tool); err != nil {
+					bad++
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	p := Phase{Clients: n, Calls: len(all), Errors: errs, Elapsed: elapsed}
+	if len(all) == 0 {
+		return p, errors.New("no call succeeded")
+	}
+	slices.Sort(all)
+	q := func(f float64) time.Duration { return all[min(len(all)-1, int(f*float64(len(all))))] }
+	p.P50, p.P90, p.P99, p.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
+	p.CallsPerSec = float64(len(all)) / elapsed.Seconds()
+	if pid != 0 {
+		if cpuAfter, err := processCPU(pid); err == nil {
+			p.CPUPerCall = (cpuAfter - cpuBefore) / time.Duration(len(all)+errs)
+		}
+		p.RSSBytes, _ = processRSS(pid)
+	}
+	return p, nil
+}
+
+func connect(ctx context.Context, url string) (*client.Client, error) {
+	// Each client gets its own connection pool, as separate agents would.
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}
+	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(hc))
+	if err != nil {
+		return nil, err
+	}
+	c := client.NewClient(tr)
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("initialize %s: %w", url, err)
+	}
+	return c, nil
+}
+
+func callEcho(ctx context.Context, c *client.Client, tool string) error {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = tool
+	req.Params.Arguments = map[string]any{"message": "hello"}
+	res, err := c.CallTool(ctx, req)
+	if err != nil {
+		return err
+	}
+	if res.IsError {
+		return fmt.Errorf("tool error: %v", res.Content)
+	}
+	return nil
+}
+
+func waitReady(ctx context.Context, url, tool string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := connect(ctx, url)
+		if err == nil {
+			last = callEcho(ctx, c, tool)
+			c.Close()
+			if last == nil {
+				return nil
+			}
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("gateway not ready: %w", last)
+}
+
+// startEchoUpstream serves an mcp-go echo tool over Streamable HTTP on
+// loopback and returns its URL.
+func startEchoUpstream() (string, func(), error) {
+	s := server.NewMCPServer("bench-echo", "1.0.0", server.WithToolCapabilities(false))
+	s.AddTool(mcp.NewTool("echo", mcp.WithDescription("Echoes the message."), mcp.WithString("message")),
+		func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return mcp.NewToolResultText(req.GetString("message", "")), nil
+		})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", server.NewStreamableHTTPServer(s))
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/mcp", func() { _ = srv.Close() }, nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// processCPU is the user+system CPU time of pid, from /proc.
+func processCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// processRSS is the resident set size of pid, from /proc.
+func processRSS(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
