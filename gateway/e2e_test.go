@@ -22,13 +22,18 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/sessions"
 	"github.com/toolgate/toolgate/tools"
 )
 
 // testEnv is a gateway in front of four upstreams: the built-in demo
 // server, the test upstream over stdio (a subprocess), over Streamable HTTP
 // and over SSE.
+// testKeys are the agents' API keys, by the variable the config names.
+var testKeys = map[string]string{"KEY1": "key-of-agent-one-0123456789", "KEY2": "key-of-agent-two-0123456789"}
+
 type testEnv struct {
+	store   sessions.Store
 	url     string // the gateway's base URL
 	manager *tools.Manager
 	httpRec *upstreamRecorder
@@ -119,7 +124,16 @@ func newTestEnv(t *testing.T) *testEnv {
 	if err := m.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	g, err := gateway.New(gateway.Config{}, m, gateway.Options{Logger: testLogger(t)})
+	auth, err := gateway.NewAuthenticator(gateway.IdentityConfig{APIKeys: []gateway.APIKeyConfig{
+		{Agent: "agent-1", Profile: "default", KeyEnv: "KEY1"},
+		{Agent: "agent-2", Profile: "default", KeyEnv: "KEY2"},
+	}}, func(name string) (string, bool) { v, ok := testKeys[name]; return v, ok }, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.store = sessions.NewMemory(sessions.Options{})
+	g, err := gateway.New(gateway.Config{}, m, gateway.Options{Logger: testLogger(t), Store: env.store, Auth: auth,
+		Profiles: map[string]*gateway.ProfileConfig{"default": {Tools: []string{"*"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,12 +164,12 @@ func (env *testEnv) agent(t *testing.T, kind string, onNote func(mcp.JSONRPCNoti
 	var c *client.Client
 	if kind == "sse" {
 		var err error
-		c, err = client.NewSSEMCPClient(env.url + "/sse")
+		c, err = client.NewSSEMCPClient(env.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + testKeys["KEY1"]}))
 		if err != nil {
 			t.Fatal(err)
 		}
 	} else {
-		var trOpts []transport.StreamableHTTPCOption
+		trOpts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + testKeys["KEY1"]})}
 		if kind != "" {
 			// A listening GET stream is a legacy-protocol feature.
 			trOpts = append(trOpts, transport.WithContinuousListening())
@@ -293,7 +307,7 @@ func TestSchemasListedUnchanged(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		tr, err := transport.NewStreamableHTTP(url)
+		tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + testKeys["KEY1"]}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -589,7 +603,10 @@ func TestBadInputRefused(t *testing.T) {
 				env.httpRec.mu.Lock()
 				before := env.httpRec.calls
 				env.httpRec.mu.Unlock()
-				resp, err := http.Post(env.url+path, "application/json", strings.NewReader(tt.body))
+				req, _ := http.NewRequest(http.MethodPost, env.url+path, strings.NewReader(tt.body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+testKeys["KEY1"])
+				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -9,11 +9,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/toolgate/toolgate/policies"
+	"github.com/toolgate/toolgate/sessions"
 	"github.com/toolgate/toolgate/tools"
 )
 
@@ -21,16 +26,28 @@ import (
 type Config struct {
 	// Listen is the address agents connect to. Default "127.0.0.1:8080".
 	Listen string `yaml:"listen"`
+	// PublicURL is the base URL agents reach the gateway at, used in
+	// OAuth metadata. Default "http://" + Listen.
+	PublicURL string `yaml:"public_url"`
 	// MaxBodyBytes bounds one posted JSON-RPC message. Default 4 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxDepth bounds the nesting of a posted message. Default 64.
 	MaxDepth int `yaml:"max_depth"`
+	// ApprovalTimeout bounds how long a call waits for approval. Default 5m.
+	ApprovalTimeout time.Duration `yaml:"approval_timeout"`
 }
 
 // Validate fills defaults and checks the values.
 func (c *Config) Validate() error {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Listen
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("gateway.public_url: %q must be an http or https URL", c.PublicURL)
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
@@ -44,6 +61,9 @@ func (c *Config) Validate() error {
 	if c.MaxDepth < 4 || c.MaxDepth > 1000 {
 		return fmt.Errorf("gateway.max_depth: %d is outside 4..1000", c.MaxDepth)
 	}
+	if c.ApprovalTimeout < 0 {
+		return fmt.Errorf("gateway.approval_timeout: %v must be positive", c.ApprovalTimeout)
+	}
 	return nil
 }
 
@@ -51,6 +71,7 @@ func (c *Config) Validate() error {
 // *tools.Manager implements it.
 type Upstreams interface {
 	Tools() []tools.Tool
+	Tool(name string) (tools.Tool, bool)
 	Call(ctx context.Context, name string, args json.RawMessage, opts tools.CallOptions) (*mcp.CallToolResult, error)
 	Resources() []tools.Resource
 	ResourceTemplates() []tools.ResourceTemplate
@@ -65,17 +86,36 @@ var _ Upstreams = (*tools.Manager)(nil)
 // Options are the gateway's collaborators. Nil fields take the documented
 // defaults.
 type Options struct {
+	// Store keeps the sessions. Required.
+	Store sessions.Store
+	// Auth checks agent credentials. Nil: only session tokens already in
+	// the store are accepted, and the token endpoint refuses everyone.
+	Auth *Authenticator
+	// Profiles by name: what sessions of each profile may do.
+	Profiles map[string]*ProfileConfig
+	// Policy decides calls. Nil: every call in scope is allowed.
+	Policy Policy
 	// Logger receives the gateway's logs. Nil: discard.
 	Logger *slog.Logger
+	// Now is the clock. Nil: time.Now.
+	Now func() time.Time
 	// Version is reported to agents as the server version. Empty: "dev".
 	Version string
 }
 
 // Gateway is the MCP server agents talk to.
 type Gateway struct {
-	cfg Config
-	up  Upstreams
-	log *slog.Logger
+	cfg      Config
+	up       Upstreams
+	store    sessions.Store
+	auth     *Authenticator
+	profiles map[string]*ProfileConfig
+	decider  *Decider
+	approve  *Approvals
+	log      *slog.Logger
+	now      func() time.Time
+	live     *liveRegistry
+	metrics  *Metrics
 
 	mcp        *server.MCPServer
 	streamable *server.StreamableHTTPServer
@@ -86,25 +126,53 @@ type Gateway struct {
 }
 
 // New builds a gateway in front of up. It does no I/O; call Sync once the
-// upstreams are connected (and whenever their catalog changes) and serve
-// Handler.
+// upstreams are connected (and whenever their catalog changes), run Watch
+// to follow session events, and serve Handler.
 func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, up: up, log: opts.Logger}
+	if opts.Store == nil {
+		return nil, errors.New("gateway: a session store is required")
+	}
+	for name, p := range opts.Profiles {
+		if err := p.validate(name); err != nil {
+			return nil, err
+		}
+	}
+	g := &Gateway{cfg: cfg, up: up, store: opts.Store, auth: opts.Auth, profiles: opts.Profiles,
+		log: opts.Logger, now: opts.Now, live: newLiveRegistry(), metrics: &Metrics{}}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.profiles == nil {
+		g.profiles = map[string]*ProfileConfig{}
+	}
+	g.approve = &Approvals{Timeout: cfg.ApprovalTimeout, Now: g.now}
+	g.decider = &Decider{Store: g.store, Policy: opts.Policy, Profiles: g.profiles, Tool: up.Tool,
+		Catalog: up.Tools, Approvals: g.approve, Now: g.now,
+		Detectors: func(profile string) *policies.Detectors {
+			if p := g.profiles[profile]; p != nil {
+				return p.detectors
+			}
+			return nil
+		}}
 	version := opts.Version
 	if version == "" {
 		version = "dev"
 	}
+	hooks := &server.Hooks{}
+	g.registerHooks(hooks)
 	g.mcp = server.NewMCPServer("toolgate", version,
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(false, true),
 		server.WithPromptCapabilities(true),
 		server.WithRecovery(),
+		server.WithHooks(hooks),
+		server.WithToolFilter(g.filterTools),
 	)
 	g.streamable = server.NewStreamableHTTPServer(g.mcp,
 		server.WithEndpointPath("/mcp"),
@@ -119,13 +187,28 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 		server.WithUseFullURLForMessageEndpoint(false),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", edgeHandler(g.streamable, cfg.MaxBodyBytes, cfg.MaxDepth))
-	mux.Handle("GET /sse", g.sse.SSEHandler())
-	mux.Handle("/message", edgeHandler(g.sse.MessageHandler(), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.Handle("/mcp", edgeHandler(g.authHandler(g.streamable), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.Handle("GET /sse", g.authHandler(g.sse.SSEHandler()))
+	mux.Handle("/message", edgeHandler(g.authHandler(g.sse.MessageHandler()), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.HandleFunc("POST /oauth/token", g.serveToken)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.serveResourceMetadata)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", g.serveResourceMetadata)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", g.serveAuthServerMetadata)
 	mux.HandleFunc("GET /healthz", g.serveHealth)
 	g.handler = mux
 	return g, nil
 }
+
+func (g *Gateway) publicURL() string { return g.cfg.PublicURL }
+
+// Decider is the gateway's decision path, for replaying traces through it.
+func (g *Gateway) Decider() *Decider { return g.decider }
+
+// Approvals are the calls waiting for a person's decision.
+func (g *Gateway) Approvals() *Approvals { return g.approve }
+
+// Metrics are the gateway's counters.
+func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
 // Handler serves MCP over Streamable HTTP at /mcp, the legacy SSE
 // transport at /sse and /message, and upstream health at /healthz.
@@ -204,8 +287,30 @@ func setTools(s *server.MCPServer, list []server.ServerTool) (err error) {
 	return nil
 }
 
-// callTool forwards one allowed tools/call to its upstream.
+// callTool decides one tools/call in its session and forwards it to its
+// upstream if allowed.
 func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	as := agentSessionFrom(ctx)
+	if as == nil {
+		return mcp.NewToolResultError("toolgate: this call has no session"), nil
+	}
+	out, err := g.decider.Admit(ctx, Call{SessionID: as.ID, Name: req.Params.Name, Args: req.Params.RawArguments, Claims: as.Claims})
+	if err != nil {
+		return g.admitFailure(as, req.Params.Name, err), nil
+	}
+	g.metrics.count(out.Decision.Action)
+	if out.Narrowed {
+		g.notifyToolsChanged(as.ID)
+	}
+	if !out.Forward {
+		g.log.Info("call refused", "session", as.ID, "agent", as.Agent, "tool", req.Params.Name,
+			"decision", out.Decision.Action, "rule", out.Decision.Rule)
+		if out.Decision.Action == policies.ActionRevoke {
+			g.endSession(as.ID)
+		}
+		return mcp.NewToolResultError(out.Message), nil
+	}
+
 	opts := tools.CallOptions{}
 	if meta := req.Params.Meta; meta != nil && meta.ProgressToken != nil {
 		opts.ProgressToken = meta.ProgressToken
@@ -225,9 +330,108 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 	}
 	res, err := g.up.Call(ctx, req.Params.Name, req.Params.RawArguments, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			g.log.Info("call cancelled", "session", as.ID, "tool", req.Params.Name)
+		}
 		return toolFailure(err), nil
 	}
+	if _, err := g.decider.Observe(context.WithoutCancel(ctx), as.ID, out, ResultText(res)); err != nil {
+		g.log.Warn("call result not recorded", "session", as.ID, "tool", req.Params.Name, "err", err)
+	}
 	return res, nil
+}
+
+// ResultText is what the detectors read of a tool result: its text
+// contents and its structured content.
+func ResultText(r *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range r.Content {
+		switch c := c.(type) {
+		case mcp.TextContent:
+			b.WriteString(c.Text)
+			b.WriteByte('\n')
+		case mcp.EmbeddedResource:
+			if t, ok := c.Resource.(mcp.TextResourceContents); ok {
+				b.WriteString(t.Text)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	if len(r.RawStructuredContent) > 0 {
+		b.Write(r.RawStructuredContent)
+	}
+	return b.String()
+}
+
+// admitFailure answers a call that could not be decided.
+func (g *Gateway) admitFailure(as *agentSession, tool string, err error) *mcp.CallToolResult {
+	switch {
+	case errors.Is(err, ErrStoreDown):
+		g.metrics.storeErrors.Add(1)
+		g.log.Warn("call refused: session store unavailable", "session", as.ID, "tool", tool, "err", err)
+		return mcp.NewToolResultError("toolgate: the session store is unavailable, so the call was not made; retry shortly")
+	case errors.Is(err, ErrSessionEnded):
+		var se *sessions.StateError
+		if errors.As(err, &se) {
+			return mcp.NewToolResultError(fmt.Sprintf("toolgate: this session is %s; the call was not made", se.State))
+		}
+		return mcp.NewToolResultError("toolgate: this session has ended; the call was not made")
+	}
+	g.log.Error("call could not be decided", "session", as.ID, "tool", tool, "err", err)
+	return mcp.NewToolResultError("toolgate: the call could not be checked, so it was not made: " + err.Error())
+}
+
+// filterTools shows a session only the tools its scope permits.
+func (g *Gateway) filterTools(ctx context.Context, list []mcp.Tool) []mcp.Tool {
+	as := agentSessionFrom(ctx)
+	if as == nil || as.Snapshot == nil {
+		return nil
+	}
+	out := list[:0:0]
+	for _, t := range list {
+		if ct, ok := g.up.Tool(t.Name); ok && Permits(as.Snapshot, ct) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// notifyToolsChanged tells the agent of a session, where its transport
+// allows, that its tool list changed.
+func (g *Gateway) notifyToolsChanged(sessionID string) {
+	for _, t := range g.live.transports(sessionID) {
+		if err := g.mcp.SendNotificationToSpecificClient(t, string(mcp.MethodNotificationToolsListChanged), nil); err != nil {
+			g.log.Debug("list_changed not delivered", "session", sessionID, "transport", t, "err", err)
+		}
+	}
+}
+
+// endSession cancels the session's requests on this replica (in-flight
+// calls and open streams) and closes its MCP transport sessions.
+func (g *Gateway) endSession(sessionID string) {
+	for _, t := range g.live.end(sessionID) {
+		g.mcp.UnregisterSession(context.Background(), t)
+	}
+}
+
+// Watch follows the store's session events until ctx ends: a revoked,
+// frozen or expired session loses its in-flight calls and open streams on
+// this replica; a narrowed one is told its tools changed.
+func (g *Gateway) Watch(ctx context.Context) error {
+	events, err := g.store.Subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	for ev := range events {
+		switch ev.Kind {
+		case sessions.EventRevoked, sessions.EventFrozen, sessions.EventExpired:
+			g.log.Info("session ended on this replica", "session", ev.SessionID, "agent", ev.Agent, "event", ev.Kind, "reason", ev.Reason)
+			g.endSession(ev.SessionID)
+		case sessions.EventNarrowed:
+			g.notifyToolsChanged(ev.SessionID)
+		}
+	}
+	return ctx.Err()
 }
 
 // toolFailure turns an upstream failure into a tool result the agent can

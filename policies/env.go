@@ -268,6 +268,8 @@ func (s *evalState) ResolveName(name string) (any, bool) {
 		return s.agent, true
 	case "now":
 		return types.Timestamp{Time: s.in.Now}, true
+	case taintVar:
+		return taintVal{set: s.in.Taint}, true
 	}
 	return nil, false
 }
@@ -347,6 +349,7 @@ func newCELEnv(fn *functions) (*cel.Env, error) {
 		cel.Variable("flags", types.NewListType(flagType)),
 	}
 	opts = append(opts, fn.envOptions()...)
+	opts = append(opts, taintEnvOptions()...)
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("build CEL environment: %w", err)

@@ -22,6 +22,9 @@ type Input struct {
 	Now time.Time
 	// Flags come from call-chain detectors (CEL: flags). May be empty.
 	Flags []Flag
+	// Taint holds the session's data-flow fingerprints (CEL: tainted,
+	// taint_sources); DetectState.Taint gives it. Nil holds nothing.
+	Taint *TaintSet
 	// OutOfScope is set by the caller when the tool is outside the
 	// session's scope (see Scope.Permits): it must be ActionDeny or
 	// ActionRevoke, as the session's profile says. A non-empty value

@@ -209,3 +209,10 @@ func cmpString(a, b string) int {
 	}
 	return 0
 }
+
+// LabelsFor returns the labels cfg gives the upstream tool upstreamName, as
+// the catalog computes them: for replaying recorded calls without a live
+// upstream.
+func LabelsFor(cfg ServerConfig, upstreamName string) []string {
+	return labelsFor(cfg, upstreamName)
+}

@@ -21,10 +21,11 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"bench":   {"measure what the gateway adds to a tool call", runBench},
-	"policy":  {"check policy files or run their tests (policy check|test [paths])", runPolicy},
-	"serve":   {"run the gateway", runServe},
-	"version": {"print the version", runVersion},
+	"baseline": {"learn call-chain baselines from benign traces (baseline learn --traces FILE... --out FILE)", runBaseline},
+	"bench":    {"measure what the gateway adds to a tool call", runBench},
+	"policy":   {"check policy files or run their tests (policy check|test [paths])", runPolicy},
+	"serve":    {"run the gateway", runServe},
+	"version":  {"print the version", runVersion},
 }
 
 func main() {

@@ -9,11 +9,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policies"
+	"github.com/toolgate/toolgate/sessions"
 	"github.com/toolgate/toolgate/tools"
 )
 
@@ -44,37 +50,93 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 // serve runs the gateway until ctx ends. ready, if not nil, is called with
 // the listening address once agents can connect.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(addr string)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	store, closeStore, err := cfg.Store.Open(ctx, nil, nil)
+	if err != nil {
+		return fmt.Errorf("session store: %w", err)
+	}
+	defer closeStore()
+
+	var policy gateway.Policy
+	var engine *policies.Engine
+	if len(cfg.Policies.Paths) > 0 {
+		engine, err = policies.NewEngine(cfg.Policies.Paths, policies.EngineOptions{
+			Options: cfg.Policies.Options(), Logger: log.With("component", "policies")})
+		if err != nil {
+			return fmt.Errorf("load policies: %w", err)
+		}
+		policy = engine
+		if every, _ := cfg.Policies.Interval(); every > 0 {
+			go engine.Watch(ctx, every)
+		}
+		go reloadOnHangup(ctx, engine, log)
+	}
+	auth, err := gateway.NewAuthenticator(cfg.Identity, nil, nil, nil)
+	if err != nil {
+		return err
+	}
+
 	var gw *gateway.Gateway
+	var gwReady sync.Mutex
+	gwReady.Lock()
 	manager, err := tools.New(cfg.Tools, tools.Options{
 		Logger: log.With("component", "tools"),
 		OnChange: func() {
-			if gw != nil {
-				gw.Sync()
-			}
+			gwReady.Lock()
+			defer gwReady.Unlock()
+			gw.Sync()
 		},
 	})
 	if err != nil {
 		return err
 	}
 	defer manager.Close()
-	gw, err = gateway.New(cfg.Gateway, manager, gateway.Options{Logger: log.With("component", "gateway"), Version: version})
+	gw, err = gateway.New(cfg.Gateway, manager, gateway.Options{
+		Store: store, Auth: auth, Profiles: cfg.Profiles, Policy: policy,
+		Logger: log.With("component", "gateway"), Version: version,
+	})
 	if err != nil {
 		return err
 	}
+	gwReady.Unlock()
 	if err := manager.Start(ctx); err != nil {
 		// Upstreams that are down keep reconnecting; the others serve.
 		log.Warn("some upstreams are not ready", "err", err)
 	}
 	gw.Sync()
+	go func() {
+		if err := gw.Watch(ctx); err != nil && ctx.Err() == nil {
+			log.Error("session events stopped", "err", err)
+		}
+	}()
+	go (&sessions.Reaper{Store: store, Logger: log.With("component", "reaper")}).Run(ctx)
 
 	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("toolgate listening", "addr", ln.Addr().String(), "mcp", "http://"+ln.Addr().String()+"/mcp", "tools", len(manager.Tools()))
+	servers := []*http.Server{srv}
+	if cfg.Admin.Listen != "" {
+		admin, err := gw.AdminHandler(cfg.Admin, gateway.AdminOptions{Policies: engine})
+		if err != nil {
+			return err
+		}
+		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		asrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- asrv.Serve(aln) }()
+		servers = append(servers, asrv)
+		log.Info("admin API listening", "addr", aln.Addr().String())
+	}
+	log.Info("toolgate listening", "addr", ln.Addr().String(), "mcp", "http://"+ln.Addr().String()+"/mcp",
+		"tools", len(manager.Tools()), "store", cfg.Store.Type, "policies", len(cfg.Policies.Paths) > 0)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -83,13 +145,35 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return err
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
 	_ = gw.Close(shutdown)
-	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	for _, s := range servers {
+		if err := s.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 	}
 	return nil
+}
+
+// reloadOnHangup reloads the policies on SIGHUP; a broken set is reported
+// and the old one kept.
+func reloadOnHangup(ctx context.Context, engine *policies.Engine, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if changed, err := engine.Reload(); err != nil {
+				log.Error("policy reload failed; the previous policies stay in force", "err", err)
+			} else {
+				log.Info("policies reloaded", "changed", changed, "version", engine.Set().Version())
+			}
+		}
+	}
 }
 
 func newLogger(w io.Writer, cfg config.Log) *slog.Logger {

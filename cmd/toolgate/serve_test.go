@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
@@ -35,7 +36,10 @@ func TestQuickstart(t *testing.T) {
 
 	callCtx, callCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer callCancel()
-	c, err := client.NewStreamableHttpClient("http://" + addr + "/mcp")
+	// The quick start's demo agent presents its API key directly, which
+	// opens an implicit session (the README says so).
+	c, err := client.NewStreamableHttpClient("http://"+addr+"/mcp",
+		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer demo-agent-key-change-me"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,16 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +87,29 @@ func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "bench.yaml")
-	cfg := fmt.Sprintf("gateway:\n  listen: %s\ntools:\n  servers:\n    - name: up\n      transport: streamable-http\n      url: %s\nlog:\n  level: warn\n%s", addr, upstream, opts.ExtraConfig)
+	var keyBytes [16]byte
+	_, _ = rand.Read(keyBytes[:])
+	key := hex.EncodeToString(keyBytes[:])
+	keyHash := sha256.Sum256([]byte(key))
+	cfg := fmt.Sprintf(`gateway:
+  listen: %s
+identity:
+  api_keys:
+    - agent: bench
+      profile: default
+      sha256: %x
+profiles:
+  default:
+    lifetime: 1h
+    tools: ["*"]
+tools:
+  servers:
+    - name: up
+      transport: streamable-http
+      url: %s
+log:
+  level: warn
+%s`, addr, keyHash, upstream, opts.ExtraConfig)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -92,20 +119,20 @@ func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	gatewayURL := "http://" + addr + "/mcp"
-	if err := waitReady(ctx, gatewayURL, "up__echo"); err != nil {
+	gw := target{url: "http://" + addr + "/mcp", tokenURL: "http://" + addr + "/oauth/token", key: key}
+	if err := waitReady(ctx, gw, "up__echo"); err != nil {
 		return nil, err
 	}
 
 	var phases []Phase
 	for _, n := range opts.Concurrency {
 		for r := 0; r < opts.Rounds; r++ {
-			direct, err := measure(ctx, upstream, "echo", n, opts.Duration, 0)
+			direct, err := measure(ctx, target{url: upstream}, "echo", n, opts.Duration, 0)
 			if err != nil {
 				return nil, fmt.Errorf("direct, %d clients: %w", n, err)
 			}
 			direct.Target = "direct"
-			via, err := measure(ctx, gatewayURL, "up__echo", n, opts.Duration, cmd.Process.Pid)
+			via, err := measure(ctx, gw, "up__echo", n, opts.Duration, cmd.Process.Pid)
 			if err != nil {
 				return nil, fmt.Errorf("gateway, %d clients: %w", n, err)
 			}
@@ -181,10 +208,10 @@ func median(ps []Phase) Phase {
 // measure runs n clients, each initialised once and then calling tool in
 // a loop for d, and returns the latency distribution. pid, if not zero,
 // is the gateway process whose CPU and RSS are read.
-func measure(ctx context.Context, url, tool string, n int, d time.Duration, pid int) (Phase, error) {
+func measure(ctx context.Context, tg target, tool string, n int, d time.Duration, pid int) (Phase, error) {
 	clients := make([]*client.Client, n)
 	for i := range clients {
-		c, err := connect(ctx, url)
+		c, err := connect(ctx, tg)
 		if err != nil {
 			return Phase{}, err
 		}
@@ -243,10 +270,26 @@ func measure(ctx context.Context, url, tool string, n int, d time.Duration, pid 
 	return p, nil
 }
 
-func connect(ctx context.Context, url string) (*client.Client, error) {
+// target is where clients connect: the upstream directly, or the gateway,
+// where each client first gets a session token of its own.
+type target struct {
+	url      string
+	tokenURL string // empty: no authentication
+	key      string
+}
+
+func connect(ctx context.Context, tg target) (*client.Client, error) {
 	// Each client gets its own connection pool, as separate agents would.
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}
-	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPBasicClient(hc))
+	opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(hc)}
+	if tg.tokenURL != "" {
+		token, err := sessionToken(ctx, hc, tg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	}
+	tr, err := transport.NewStreamableHTTP(tg.url, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,9 +299,35 @@ func connect(ctx context.Context, url string) (*client.Client, error) {
 	}
 	if _, err := c.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("initialize %s: %w", url, err)
+		return nil, fmt.Errorf("initialize %s: %w", tg.url, err)
 	}
 	return c, nil
+}
+
+// sessionToken gets a session token with the client-credentials grant.
+func sessionToken(ctx context.Context, hc *http.Client, tg target) (string, error) {
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"bench"}, "client_secret": {tg.key}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error_description"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return "", fmt.Errorf("token endpoint: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("token endpoint: %s: %s", resp.Status, body.Error)
+	}
+	return body.AccessToken, nil
 }
 
 func callEcho(ctx context.Context, c *client.Client, tool string) error {
@@ -275,11 +344,11 @@ func callEcho(ctx context.Context, c *client.Client, tool string) error {
 	return nil
 }
 
-func waitReady(ctx context.Context, url, tool string) error {
+func waitReady(ctx context.Context, tg target, tool string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		c, err := connect(ctx, url)
+		c, err := connect(ctx, tg)
 		if err == nil {
 			last = callEcho(ctx, c, tool)
 			c.Close()

@@ -7,19 +7,26 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/policies"
 	"github.com/toolgate/toolgate/tools"
 )
 
 // Config is the whole configuration file.
 type Config struct {
-	Gateway gateway.Config `yaml:"gateway"`
-	Tools   tools.Config   `yaml:"tools"`
-	Log     Log            `yaml:"log"`
+	Gateway  gateway.Config                    `yaml:"gateway"`
+	Admin    gateway.AdminConfig               `yaml:"admin"`
+	Identity gateway.IdentityConfig            `yaml:"identity"`
+	Profiles map[string]*gateway.ProfileConfig `yaml:"profiles"`
+	Store    Store                             `yaml:"store"`
+	Policies policies.Config                   `yaml:"policies"`
+	Tools    tools.Config                      `yaml:"tools"`
+	Log      Log                               `yaml:"log"`
 }
 
 // Log says how toolgate logs.
@@ -33,6 +40,20 @@ func (c *Config) Validate() error {
 	var errs []error
 	if err := c.Gateway.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Admin.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := gateway.ValidateProfiles(c.Profiles, c.Identity); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Store.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Policies.Paths) > 0 {
+		if err := c.Policies.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := c.Tools.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("tools: %w", err))
@@ -61,15 +82,43 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := Parse(data)
+	cfg, err := parse(data, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// Parse decodes and validates one YAML document.
-func Parse(data []byte) (*Config, error) {
+// resolve makes the file paths of the configuration relative to dir, the
+// configuration file's folder, so that it works from any working folder.
+func (c *Config) resolve(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.Policies.Paths {
+		abs(&c.Policies.Paths[i])
+	}
+	for _, p := range c.Profiles {
+		if p != nil {
+			abs(&p.Baseline)
+		}
+	}
+	for i := range c.Identity.JWT {
+		abs(&c.Identity.JWT[i].JWKSFile)
+	}
+	for i := range c.Tools.Servers {
+		abs(&c.Tools.Servers[i].Sandbox)
+		abs(&c.Tools.Servers[i].Dir)
+	}
+}
+
+// Parse decodes and validates one YAML document; relative file paths in it
+// are taken from the working folder.
+func Parse(data []byte) (*Config, error) { return parse(data, ".") }
+
+func parse(data []byte, dir string) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -82,6 +131,9 @@ func Parse(data []byte) (*Config, error) {
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("more than one YAML document: keep the configuration in one")
+	}
+	if dir != "." {
+		cfg.resolve(dir)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

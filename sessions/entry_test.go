@@ -1,0 +1,76 @@
+package sessions
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestEntryRoundTrip(t *testing.T) {
+	created := time.UnixMilli(1_700_000_000_000)
+	tests := []CallRecord{
+		{Server: "files", Tool: "read_file", Name: "files__read_file", Decision: "allow"},
+		{Server: "files", Tool: "read_file", Name: "alias__read", Decision: "deny", Args: json.RawMessage(`{"a":[1,{"b":"]},\"["}]}`)},
+		{Server: `we"ird,[srv]`, Tool: "t\\x\n", Name: "n<>&", Decision: "", Labels: []string{"a,b", `"q"`, "ü"},
+			Rules: []string{"r]1"}, ResultTags: []string{"x"}},
+		{Server: "", Tool: "", Name: "__", Args: json.RawMessage(`"just a string"`)},
+		{Server: "s", Tool: "t", Name: "s__t", Args: json.RawMessage(`0`), ResultTags: []string{"tag"}},
+		{Server: "s", Tool: "t", Name: "s__t", Args: json.RawMessage(`[]`), Labels: []string{""}},
+	}
+	for i, rec := range tests {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			rec.Time = created.Add(time.Duration(i) * 1234 * time.Millisecond)
+			e := "[" + fmt.Sprint(rec.Time.UnixMilli()-created.UnixMilli()) + encodeEntry(rec)
+			if !json.Valid([]byte(e)) {
+				t.Fatalf("encodeEntry(%+v) = %s; not valid JSON", rec, e)
+			}
+			got, err := decodeEntry(e, created.UnixMilli())
+			if err != nil {
+				t.Fatalf("decodeEntry(%s) error: %v", e, err)
+			}
+			want := rec
+			if string(want.Args) == "0" {
+				want.Args = nil // 0 is the empty marker; the store never writes a bare 0 as args
+			}
+			gj, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			if string(gj) != string(wj) {
+				t.Errorf("decodeEntry(%s) = %s; want %s", e, gj, wj)
+			}
+		})
+	}
+}
+
+func TestDecodeEntryRejects(t *testing.T) {
+	for _, e := range []string{"", "[]", "x", `[1,"a`, `["t"]`, `[1,"a",{]`, `[1,"a"}`} {
+		if _, err := decodeEntry(e, 0); err == nil {
+			t.Errorf("decodeEntry(%q) succeeded; want an error", e)
+		}
+	}
+}
+
+func FuzzEntry(f *testing.F) {
+	f.Add("files", "read", `{"p":"x"}`, "allow")
+	f.Fuzz(func(t *testing.T, server, tool, args, decision string) {
+		if !utf8.ValidString(server) || !utf8.ValidString(tool) || !utf8.ValidString(decision) {
+			t.Skip("names come from decoded JSON, which is valid UTF-8")
+		}
+		rec := CallRecord{Server: server, Tool: tool, Name: server + "__" + tool, Decision: decision}
+		if json.Valid([]byte(args)) {
+			n, err := normalizeRecord(CallRecord{Name: "x", Args: json.RawMessage(args)}, time.UnixMilli(0))
+			if err == nil {
+				rec.Args = n.Args
+			}
+		}
+		e := "[5" + encodeEntry(rec)
+		got, err := decodeEntry(e, 0)
+		if err != nil {
+			t.Fatalf("decodeEntry(%s) error: %v", e, err)
+		}
+		if got.Server != rec.Server || got.Tool != rec.Tool || got.Decision != decision || got.Name != rec.Name {
+			t.Fatalf("round trip of %+v gave %+v", rec, got)
+		}
+	})
+}

@@ -1,0 +1,230 @@
+package sessions
+
+import "github.com/redis/go-redis/v9"
+
+// The Redis store's scripts. Each touches only the keys of one session (KEYS[1] the meta hash,
+// KEYS[2] the history tail, KEYS[3] the sealed history blocks, all tagged {id}), so each is
+// atomic and runs on Redis Cluster.
+//
+// History: new entries go to the tail list; Redis.seal moves them, HistoryBlock at a time, into
+// flate-compressed blocks (about 8x smaller). The blocks precede the tail; whole blocks are
+// dropped from the front once the rest still holds the history limit.
+// Every script takes ARGV[1] = event channel, ARGV[2] = now (unix ms, from the store's Clock),
+// ARGV[3] = session id, and answers {code, state before, state after, meta as HGETALL, ...}.
+// Events are published inside the script, so one goes out exactly when a change commits.
+//
+// Meta fields: a agent, p profile, l labels, sc scope, rm removed (JSON arrays), st state,
+// why reason, c created, e expires, la last activity (unix ms), i idle timeout (ms), b budget,
+// n calls, d denied, r risk, hl history limit, hb entries in blocks, v version, th token hash,
+// ds detector state, and t:<seq> result tags of call seq (JSON array).
+
+const luaPrelude = `
+local m, h, blk = KEYS[1], KEYS[2], KEYS[3]
+local ch, now, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+
+local function publish(kind, reason)
+  redis.call('PUBLISH', ch, cjson.encode({id = id, agent = redis.call('HGET', m, 'a'), kind = kind, reason = reason}))
+end
+
+-- refresh turns an active or frozen session whose expiry or idle timeout passed into an
+-- expired one; idle time counts only while active.
+local function refresh()
+  local f = redis.call('HMGET', m, 'st', 'e', 'i', 'la')
+  local st = f[1]
+  if st ~= 'active' and st ~= 'frozen' then return end
+  local reason
+  if now >= tonumber(f[2]) then
+    reason = 'lifetime ended'
+  elseif st == 'active' and tonumber(f[3]) > 0 and now - tonumber(f[4]) >= tonumber(f[3]) then
+    reason = 'idle timeout'
+  end
+  if reason then
+    redis.call('HSET', m, 'st', 'expired', 'why', reason)
+    redis.call('HINCRBY', m, 'v', 1)
+    publish('expired', reason)
+  end
+end
+
+-- merge adds the names of the JSON array add to the JSON array in field; true if it grew.
+local function merge(field, add)
+  local cur = cjson.decode(redis.call('HGET', m, field) or '[]')
+  local seen, grew = {}, false
+  for _, x in ipairs(cur) do seen[x] = true end
+  for _, x in ipairs(cjson.decode(add)) do
+    if not seen[x] then
+      seen[x] = true
+      cur[#cur + 1] = x
+      grew = true
+    end
+  end
+  if grew then redis.call('HSET', m, field, cjson.encode(cur)) end
+  return grew
+end
+
+-- trim drops whole blocks from the front while the rest still holds the history limit, and
+-- caps the tail itself at the limit (then no block is left).
+local function trim(block)
+  local hl = tonumber(redis.call('HGET', m, 'hl'))
+  local hb = tonumber(redis.call('HGET', m, 'hb') or '0')
+  local tl = redis.call('LLEN', h)
+  while hb > 0 and hb - block + tl >= hl do
+    redis.call('LPOP', blk)
+    hb = hb - block
+  end
+  if tl > hl then redis.call('LTRIM', h, -hl, -1) end
+  redis.call('HSET', m, 'hb', hb)
+  return math.min(tl, hl)
+end
+
+if redis.call('EXISTS', m) == 0 then return {'nf'} end
+local before = redis.call('HGET', m, 'st')
+refresh()
+`
+
+// readScript: ARGV[4] = "1" to include the history. Answers {ok, before, after, meta, history}.
+var readScript = redis.NewScript(luaPrelude + `
+local hist, blocks = {}, {}
+if ARGV[4] == '1' then
+  hist = redis.call('LRANGE', h, 0, -1)
+  blocks = redis.call('LRANGE', blk, 0, -1)
+end
+return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), hist, blocks}
+`)
+
+// commitScript: ARGV[4] version, [5] history entry, [6] "1" if denied, [7] risk or "",
+// [8] removals (JSON) or "", [9] labels to add (JSON) or "", [10] new expiry (ms) or "",
+// [11] "revoke", "freeze" or "", [12] reason, [13] grace (ms), [14] call time (unix ms),
+// [15] history block size, [16] "1" to replace the detector state with [17]. Answers {code, before, after, meta, {}, {}, tail length}.
+// The entry lacks its first item, the call time relative to creation, which is prepended here.
+// Answers {ok|state|conflict|budget, before, after, meta}.
+var commitScript = redis.NewScript(luaPrelude + `
+local st = redis.call('HGET', m, 'st')
+if st ~= 'active' then return {'state', before, st, redis.call('HGETALL', m)} end
+if redis.call('HGET', m, 'v') ~= ARGV[4] then return {'conflict', before, st, redis.call('HGETALL', m)} end
+local f = redis.call('HMGET', m, 'b', 'n', 'd', 'hl', 'e')
+local budget, calls = tonumber(f[1]), tonumber(f[2])
+if ARGV[6] ~= '1' and budget > 0 and calls >= budget then
+  return {'budget', before, st, redis.call('HGETALL', m)}
+end
+local created = tonumber(redis.call('HGET', m, 'c'))
+redis.call('RPUSH', h, '[' .. string.format('%d', tonumber(ARGV[14]) - created) .. ARGV[5])
+local tail = trim(tonumber(ARGV[15]))
+redis.call('HSET', m, 'la', now)
+if ARGV[16] == '1' then redis.call('HSET', m, 'ds', ARGV[17]) end
+if ARGV[6] == '1' then redis.call('HINCRBY', m, 'd', 1) else redis.call('HINCRBY', m, 'n', 1) end
+if ARGV[7] ~= '' then redis.call('HSET', m, 'r', ARGV[7]) end
+if ARGV[9] ~= '' then merge('l', ARGV[9]) end
+local expires = tonumber(f[5])
+if ARGV[10] ~= '' and tonumber(ARGV[10]) < expires then
+  expires = tonumber(ARGV[10])
+  redis.call('HSET', m, 'e', expires)
+  redis.call('PEXPIRE', m, math.max(expires + tonumber(ARGV[13]) - now, 1))
+end
+-- RPUSH may just have created the list: give it the session's key lifetime. TTLs are relative
+-- to the store's clock (ARGV[2]), not to the Redis server's.
+local ttl = math.max(expires + tonumber(ARGV[13]) - now, 1)
+redis.call('PEXPIRE', h, ttl)
+redis.call('PEXPIRE', blk, ttl)
+redis.call('HINCRBY', m, 'v', 1)
+if ARGV[8] ~= '' and merge('rm', ARGV[8]) then publish('narrowed', '') end
+if ARGV[11] == 'revoke' then
+  redis.call('HSET', m, 'st', 'revoked', 'why', ARGV[12])
+  publish('revoked', ARGV[12])
+elseif ARGV[11] == 'freeze' then
+  redis.call('HSET', m, 'st', 'frozen', 'why', ARGV[12])
+  publish('frozen', ARGV[12])
+end
+return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), {}, {}, tail}
+`)
+
+// mutateScript: ARGV[4] = touch|narrow|freeze|resume|revoke, ARGV[5] = reason, or the
+// removals (JSON) for narrow. Answers {ok|state, before, after, meta}.
+var mutateScript = redis.NewScript(luaPrelude + `
+local op, arg = ARGV[4], ARGV[5]
+local st = redis.call('HGET', m, 'st')
+local function answer(code) return {code, before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)} end
+if op == 'touch' then
+  if st ~= 'active' then return answer('state') end
+  -- Activity alone does not change what policy decides: no new version.
+  redis.call('HSET', m, 'la', now)
+elseif op == 'narrow' then
+  if st ~= 'active' and st ~= 'frozen' then return answer('state') end
+  if merge('rm', arg) then
+    redis.call('HINCRBY', m, 'v', 1)
+    publish('narrowed', '')
+  end
+elseif op == 'freeze' then
+  if st == 'active' then
+    redis.call('HSET', m, 'st', 'frozen', 'why', arg)
+    redis.call('HINCRBY', m, 'v', 1)
+    publish('frozen', arg)
+  elseif st ~= 'frozen' then
+    return answer('state')
+  end
+elseif op == 'resume' then
+  if st ~= 'frozen' then return answer('state') end
+  -- Time spent frozen does not count as idle time.
+  redis.call('HSET', m, 'st', 'active', 'why', '', 'la', now)
+  redis.call('HINCRBY', m, 'v', 1)
+  publish('resumed', '')
+elseif op == 'revoke' then
+  if st == 'active' or st == 'frozen' then
+    redis.call('HSET', m, 'st', 'revoked', 'why', arg)
+    redis.call('HINCRBY', m, 'v', 1)
+    publish('revoked', arg)
+  end
+else
+  return redis.error_reply('ERR unknown session operation ' .. op)
+end
+return answer('ok')
+`)
+
+// sealScript moves the first ARGV[5] tail entries into the block ARGV[6], if the tail still
+// starts with call number ARGV[4] (else another replica sealed first, or the tail was trimmed).
+// ARGV[7] is the grace (ms). Answers {1} when sealed, {0} when not.
+var sealScript = redis.NewScript(luaPrelude + `
+local block = tonumber(ARGV[5])
+local f = redis.call('HMGET', m, 'n', 'd', 'e')
+local tl = redis.call('LLEN', h)
+if tonumber(f[1]) + tonumber(f[2]) - tl + 1 ~= tonumber(ARGV[4]) or tl < block then return {0} end
+redis.call('LTRIM', h, block, -1)
+redis.call('RPUSH', blk, ARGV[6])
+redis.call('HINCRBY', m, 'hb', block)
+trim(block)
+redis.call('PEXPIRE', blk, math.max(tonumber(f[3]) + tonumber(ARGV[7]) - now, 1))
+return {1}
+`)
+
+// claimScript takes a session id for a chosen token. KEYS: meta, history, blocks; ARGV: now
+// (ms). It returns 0 when a session that has not expired holds the id (a placeholder being
+// written counts), else clears the keys, leaves a placeholder and returns 1.
+var claimScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'st')
+if st then
+  local e = tonumber(redis.call('HGET', KEYS[1], 'e'))
+  if st ~= 'expired' and (e == nil or e > tonumber(ARGV[1])) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'st', 'creating')
+redis.call('PEXPIRE', KEYS[1], 10000)
+return 1
+`)
+
+// annotateScript: ARGV[4] seq, [5] result tags (JSON) or "", [6] "1" to replace the detector
+// state with [7], [8] the version the session must be at, or "0" for any. Tags live in the meta hash as t:<seq>; the tags of the call that just left
+// the history are dropped (older strays go with the key). Answers {ok, before, after, meta}.
+var annotateScript = redis.NewScript(luaPrelude + `
+if ARGV[8] ~= '0' and redis.call('HGET', m, 'v') ~= ARGV[8] then
+  return {'conflict', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)}
+end
+if ARGV[5] ~= '' then
+  merge('t:' .. ARGV[4], ARGV[5])
+  local old = tonumber(ARGV[4]) - tonumber(redis.call('HGET', m, 'hl'))
+  if old > 0 then redis.call('HDEL', m, 't:' .. old) end
+end
+if ARGV[6] == '1' then redis.call('HSET', m, 'ds', ARGV[7]) end
+redis.call('HINCRBY', m, 'v', 1)
+return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)}
+`)

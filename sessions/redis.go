@@ -1,0 +1,797 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the Store shared by every replica. A session is up to three keys with the hash tag
+// {id}, all expiring with the session (TTL = remaining lifetime + Grace): a hash of its fields,
+// a list of compact JSON history entries (the tail), and a list of flate-compressed blocks of
+// older entries (see lua.go). The token is kept only as its SHA-256 hash. Admission runs as Lua scripts, so a call is only admitted on the current version
+// and never after a committed revoke. Indexes (by agent, by state, by expiry) are separate
+// keys, updated after each change and repaired lazily when a read finds them wrong.
+type Redis struct {
+	c       redis.UniversalClient
+	opts    Options
+	prefix  string
+	channel string
+	block   int
+	blocks  *blockCache
+}
+
+var _ Store = (*Redis)(nil)
+
+// RedisOptions configure NewRedis.
+type RedisOptions struct {
+	Options
+	// Prefix starts every key. Empty: "toolgate".
+	Prefix string
+	// Channel carries events between replicas. Empty: Prefix + ":events".
+	Channel string
+	// HistoryBlock is how many history entries are sealed into one compressed block.
+	// Zero: 16. Negative: history is never compressed.
+	HistoryBlock int
+}
+
+// NewRedis returns a store on c, which may be a standalone, Sentinel or Cluster client.
+func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
+	if opts.Prefix == "" {
+		opts.Prefix = "toolgate"
+	}
+	if opts.Channel == "" {
+		opts.Channel = opts.Prefix + ":events"
+	}
+	switch {
+	case opts.HistoryBlock == 0:
+		opts.HistoryBlock = 16
+	case opts.HistoryBlock < 0:
+		opts.HistoryBlock = 0
+	}
+	return &Redis{c: c, opts: opts.Options.withDefaults(), prefix: opts.Prefix, channel: opts.Channel,
+		block: opts.HistoryBlock, blocks: newBlockCache(4096)}
+}
+
+func (r *Redis) metaKey(id string) string    { return r.prefix + ":{" + id + "}:m" }
+func (r *Redis) histKey(id string) string    { return r.prefix + ":{" + id + "}:h" }
+func (r *Redis) blockKey(id string) string   { return r.prefix + ":{" + id + "}:b" }
+func (r *Redis) agentKey(a string) string    { return r.prefix + ":idx:agent:" + a }
+func (r *Redis) stateKey(s State) string     { return r.prefix + ":idx:state:" + string(s) }
+func (r *Redis) expiryKey() string           { return r.prefix + ":idx:expiry" }
+func (r *Redis) lockKey(agent string) string { return r.prefix + ":lock:" + agent }
+
+// expiryMember names a session in the expiry index: its id (fixed length) then its agent, so
+// that the reaper can clean the agent index after the session's keys are gone.
+func expiryMember(id, agent string) string { return id + agent }
+
+// fail wraps err with the step, and with ErrUnavailable unless Redis itself answered with an
+// error that says the request was wrong.
+func fail(step string, err error) error {
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", step, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+func unavailable(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return true // network, timeout, closed pool, cancelled context: fail closed
+	}
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "BUSY", "NOREPLICAS"} {
+		if strings.HasPrefix(re.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Redis) now() int64 { return r.opts.Clock.Now().UnixMilli() }
+
+// Create implements Store.
+func (r *Redis) Create(ctx context.Context, spec Spec) (*Session, string, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, "", fmt.Errorf("create session: %w", err)
+	}
+	if locked, err := r.AgentLocked(ctx, spec.Agent); err != nil {
+		return nil, "", fmt.Errorf("create session: %w", err)
+	} else if locked {
+		return nil, "", fmt.Errorf("create session for %q: %w", spec.Agent, ErrAgentLocked)
+	}
+	token, hash := specToken(spec)
+	s := newSession(spec, IDFromHash(hash), r.opts.Clock.Now())
+	if spec.Token != "" {
+		// A chosen token names an existing session if one is still live or revoked: claim the
+		// id atomically, clearing what an expired session left.
+		claimed, err := claimScript.Run(ctx, r.c, []string{r.metaKey(s.ID), r.histKey(s.ID), r.blockKey(s.ID)},
+			s.Created.UnixMilli()).Int()
+		if err != nil {
+			return nil, "", fail("create session", err)
+		}
+		if claimed == 0 {
+			return nil, "", fmt.Errorf("create session for %q: %w", spec.Agent, ErrTokenTaken)
+		}
+	}
+	scope, _ := json.Marshal(s.Scope)
+	labels, _ := json.Marshal(s.Labels)
+	mk := r.metaKey(s.ID)
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, mk,
+			"a", s.Agent, "p", s.Profile, "l", labels, "sc", scope, "rm", "[]",
+			"st", string(s.State), "why", "", "c", s.Created.UnixMilli(), "e", s.Expires.UnixMilli(),
+			"la", s.LastActivity.UnixMilli(), "i", s.IdleTimeout.Milliseconds(), "b", s.Budget,
+			"n", 0, "d", 0, "r", "0", "hl", s.HistoryLimit, "hb", 0, "v", s.Version, "th", hex.EncodeToString(hash[:]))
+		// A relative TTL by the store's clock: the key lives as long as the session plus grace.
+		p.PExpire(ctx, mk, s.Expires.Sub(s.Created)+r.opts.Grace)
+		return nil
+	})
+	if err != nil {
+		return nil, "", fail("create session", err)
+	}
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.agentKey(s.Agent), redis.Z{Member: s.ID})
+		p.ZAdd(ctx, r.stateKey(StateActive), redis.Z{Member: s.ID})
+		p.ZAdd(ctx, r.expiryKey(), redis.Z{Score: float64(s.Expires.UnixMilli()), Member: expiryMember(s.ID, s.Agent)})
+		return nil
+	})
+	if err != nil {
+		// The session exists but cannot be listed or reaped: end it rather than leak it.
+		_, _ = r.Revoke(ctx, s.ID, "index update failed")
+		return nil, "", fail("create session: index", err)
+	}
+	// The lock check above and the write are not atomic (the lock key lives in another slot).
+	// Checking again closes the gap: a lock that landed meanwhile revokes the new session.
+	if locked, err := r.AgentLocked(ctx, spec.Agent); err != nil || locked {
+		_, _ = r.Revoke(ctx, s.ID, "agent locked")
+		if err != nil {
+			return nil, "", fmt.Errorf("create session: %w", err)
+		}
+		return nil, "", fmt.Errorf("create session for %q: %w", spec.Agent, ErrAgentLocked)
+	}
+	return s, token, nil
+}
+
+// LookupToken implements Store.
+func (r *Redis) LookupToken(ctx context.Context, hash [32]byte) (*Session, error) {
+	s, err := r.read(ctx, "look up token", IDFromHash(hash), true, &hash)
+	if err != nil {
+		return s, err
+	}
+	return s, activeErr(s)
+}
+
+// Snapshot implements Store.
+func (r *Redis) Snapshot(ctx context.Context, id string) (*Session, error) {
+	s, err := r.read(ctx, "snapshot", id, true, nil)
+	if err != nil {
+		return s, err
+	}
+	return s, activeErr(s)
+}
+
+// Get implements Store.
+func (r *Redis) Get(ctx context.Context, id string) (*Session, error) {
+	return r.read(ctx, "get session", id, true, nil)
+}
+
+func activeErr(s *Session) error {
+	if s.State != StateActive {
+		return &StateError{ID: s.ID, State: s.State, Reason: s.Reason}
+	}
+	return nil
+}
+
+// read runs readScript; when hash is set the session must carry that token hash.
+func (r *Redis) read(ctx context.Context, step, id string, history bool, hash *[32]byte) (*Session, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	hist := "0"
+	if history {
+		hist = "1"
+	}
+	res, err := r.run(ctx, readScript, id, hist)
+	if err != nil {
+		return nil, fail(step, err)
+	}
+	if res.code == "nf" {
+		return nil, fmt.Errorf("%s: session %s: %w", step, id, ErrNotFound)
+	}
+	if hash != nil && subtle.ConstantTimeCompare([]byte(res.tokenHash), []byte(hex.EncodeToString(hash[:]))) != 1 {
+		return nil, fmt.Errorf("%s: %w", step, ErrNotFound)
+	}
+	r.moveState(ctx, res)
+	if history {
+		entries := res.history
+		if len(res.sealed) > 0 {
+			entries = nil
+			for _, b := range res.sealed {
+				e, err := r.blocks.entries(b)
+				if err != nil {
+					return nil, fmt.Errorf("%s: session %s: history block: %w", step, id, err)
+				}
+				entries = append(entries, e...)
+			}
+			entries = append(entries, res.history...)
+		}
+		if over := len(entries) - res.s.HistoryLimit; over > 0 {
+			entries = entries[over:]
+		}
+		if err := decodeHistory(res.s, entries); err != nil {
+			return nil, fmt.Errorf("%s: session %s: %w", step, id, err)
+		}
+		for i := range res.s.History {
+			if tags, ok := res.tags[res.s.History[i].Seq]; ok {
+				res.s.History[i].ResultTags = addUnique(res.s.History[i].ResultTags, tags)
+			}
+		}
+	}
+	return res.s, nil
+}
+
+// Commit implements Store.
+func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRecord, eff Effects) (*Session, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("commit call: %w", err)
+	}
+	now := r.now()
+	rec, err := normalizeRecord(rec, time.UnixMilli(now))
+	if err == nil {
+		err = validRemove(eff.Remove)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commit call: %w", err)
+	}
+	args := []any{version, "", flag(eff.Denied), "", "", "", "", "", eff.Reason, r.opts.Grace.Milliseconds()}
+	if eff.Risk != nil {
+		args[3] = strconv.FormatFloat(*eff.Risk, 'g', -1, 64)
+	}
+	if len(eff.Remove) > 0 {
+		args[4] = jsonList(eff.Remove)
+	}
+	if len(eff.AddLabels) > 0 {
+		args[5] = jsonList(eff.AddLabels)
+	}
+	if !eff.ExpireAt.IsZero() {
+		args[6] = eff.ExpireAt.UnixMilli()
+	}
+	switch {
+	case eff.Revoke:
+		args[7] = "revoke"
+	case eff.Freeze:
+		args[7] = "freeze"
+	}
+	args[1] = encodeEntry(rec)
+	block := r.block
+	if block == 0 {
+		block = 1 << 30 // never seal
+	}
+	args = append(args, rec.Time.UnixMilli(), block, flag(eff.Detect != nil), string(eff.Detect))
+	res, err := r.runAt(ctx, commitScript, id, now, args...)
+	if err != nil {
+		return nil, fail("commit call", err)
+	}
+	if res.code == "nf" {
+		return nil, fmt.Errorf("commit call: session %s: %w", id, ErrNotFound)
+	}
+	r.moveState(ctx, res)
+	s := res.s
+	switch res.code {
+	case "state":
+		return nil, fmt.Errorf("commit call: %w", activeErr(s))
+	case "conflict":
+		return nil, fmt.Errorf("commit call on version %d, session is at %d: %w", version, s.Version, ErrConflict)
+	case "budget":
+		return nil, fmt.Errorf("commit call: %d of %d calls used: %w", s.Calls, s.Budget, ErrBudget)
+	}
+	if r.block > 0 && res.tail >= int64(r.block) {
+		r.seal(ctx, id)
+	}
+	if !eff.ExpireAt.IsZero() && s.Expires.Equal(ms(eff.ExpireAt)) {
+		if err := r.c.ZAdd(ctx, r.expiryKey(), redis.Z{Score: float64(s.Expires.UnixMilli()), Member: expiryMember(id, s.Agent)}).Err(); err != nil {
+			r.opts.Logger.Warn("session expiry index not updated; the reaper's interval will catch it", "session", id, "err", err)
+		}
+	}
+	return s, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func jsonList(names []string) string {
+	b, _ := json.Marshal(names)
+	return string(b)
+}
+
+// Annotate implements Store.
+func (r *Redis) Annotate(ctx context.Context, id string, version, seq int64, tags []string, detect []byte) error {
+	if err := validID(id); err != nil {
+		return fmt.Errorf("annotate call: %w", err)
+	}
+	t := ""
+	if len(tags) > 0 {
+		t = jsonList(tags)
+	}
+	res, err := r.run(ctx, annotateScript, id, seq, t, flag(detect != nil), string(detect), version)
+	if err != nil {
+		return fail("annotate call", err)
+	}
+	switch res.code {
+	case "nf":
+		return fmt.Errorf("annotate call: session %s: %w", id, ErrNotFound)
+	case "conflict":
+		return fmt.Errorf("annotate call on version %d, session is at %d: %w", version, res.s.Version, ErrConflict)
+	}
+	r.moveState(ctx, res)
+	return nil
+}
+
+// Touch implements Store.
+func (r *Redis) Touch(ctx context.Context, id string) (*Session, error) {
+	return r.mutate(ctx, "touch", id, "touch", "")
+}
+
+// Narrow implements Store.
+func (r *Redis) Narrow(ctx context.Context, id string, remove []string) (*Session, error) {
+	if err := validRemove(remove); err != nil {
+		return nil, fmt.Errorf("narrow: %w", err)
+	}
+	if len(remove) == 0 {
+		return r.Get(ctx, id)
+	}
+	return r.mutate(ctx, "narrow", id, "narrow", jsonList(remove))
+}
+
+// Freeze implements Store.
+func (r *Redis) Freeze(ctx context.Context, id, reason string) (*Session, error) {
+	return r.mutate(ctx, "freeze", id, "freeze", reason)
+}
+
+// Resume implements Store.
+func (r *Redis) Resume(ctx context.Context, id string) (*Session, error) {
+	return r.mutate(ctx, "resume", id, "resume", "")
+}
+
+// Revoke implements Store.
+func (r *Redis) Revoke(ctx context.Context, id, reason string) (*Session, error) {
+	return r.mutate(ctx, "revoke", id, "revoke", reason)
+}
+
+func (r *Redis) mutate(ctx context.Context, step, id, op, arg string) (*Session, error) {
+	if err := validID(id); err != nil {
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	res, err := r.run(ctx, mutateScript, id, op, arg)
+	if err != nil {
+		return nil, fail(step, err)
+	}
+	if res.code == "nf" {
+		return nil, fmt.Errorf("%s: session %s: %w", step, id, ErrNotFound)
+	}
+	r.moveState(ctx, res)
+	if res.code == "state" {
+		return nil, fmt.Errorf("%s: %w", step, &StateError{ID: id, State: res.s.State, Reason: res.s.Reason})
+	}
+	return res.s, nil
+}
+
+// RevokeAgent implements Store.
+func (r *Redis) RevokeAgent(ctx context.Context, agent, reason string) (int, error) {
+	ids, err := r.c.ZRange(ctx, r.agentKey(agent), 0, -1).Result()
+	if err != nil {
+		return 0, fail("revoke agent: list sessions", err)
+	}
+	n := 0
+	for _, id := range ids {
+		res, err := r.run(ctx, mutateScript, id, "revoke", reason)
+		if err != nil {
+			return n, fail("revoke agent: session "+id, err)
+		}
+		if res.code == "nf" {
+			r.c.ZRem(ctx, r.agentKey(agent), id)
+			continue
+		}
+		r.moveState(ctx, res)
+		if res.before != res.after && res.after == StateRevoked {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// LockAgent implements Store.
+func (r *Redis) LockAgent(ctx context.Context, agent string) error {
+	if err := r.c.Set(ctx, r.lockKey(agent), "1", 0).Err(); err != nil {
+		return fail("lock agent", err)
+	}
+	return nil
+}
+
+// UnlockAgent implements Store.
+func (r *Redis) UnlockAgent(ctx context.Context, agent string) error {
+	if err := r.c.Del(ctx, r.lockKey(agent)).Err(); err != nil {
+		return fail("unlock agent", err)
+	}
+	return nil
+}
+
+// AgentLocked implements Store.
+func (r *Redis) AgentLocked(ctx context.Context, agent string) (bool, error) {
+	n, err := r.c.Exists(ctx, r.lockKey(agent)).Result()
+	if err != nil {
+		return false, fail("check agent lock", err)
+	}
+	return n == 1, nil
+}
+
+// List implements Store. With an agent it walks that agent's index by id; without, it walks
+// the state indexes in the order of States.
+func (r *Redis) List(ctx context.Context, opts ListOptions) (Page, error) {
+	if opts.State != "" && !opts.State.Valid() {
+		return Page{}, fmt.Errorf("list sessions: %w: state %q: want one of %v", ErrInvalid, opts.State, States)
+	}
+	cur, err := parseListCursor(opts.Cursor, opts.Agent != "")
+	if err != nil {
+		return Page{}, fmt.Errorf("list sessions: %w", err)
+	}
+	limit := clip(opts.Limit)
+	var p Page
+	type walk struct {
+		key   string
+		state State // the state of the index, "" for an agent index
+		rank  int
+	}
+	var walks []walk
+	switch {
+	case opts.Agent != "":
+		walks = []walk{{key: r.agentKey(opts.Agent)}}
+	case opts.State != "":
+		walks = []walk{{key: r.stateKey(opts.State), state: opts.State, rank: slices.Index(States, opts.State)}}
+	default:
+		for i, st := range States {
+			walks = append(walks, walk{key: r.stateKey(st), state: st, rank: i})
+		}
+	}
+	for _, w := range walks {
+		if w.rank < cur.rank {
+			continue
+		}
+		min := "-"
+		if w.rank == cur.rank && cur.id != "" {
+			min = "(" + cur.id
+		}
+		for {
+			ids, err := r.c.ZRangeByLex(ctx, w.key, &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit)}).Result()
+			if err != nil {
+				return Page{}, fail("list sessions", err)
+			}
+			for _, id := range ids {
+				min = "(" + id
+				res, err := r.run(ctx, readScript, id, "0")
+				if err != nil {
+					return Page{}, fail("list sessions: read "+id, err)
+				}
+				if res.code == "nf" {
+					r.c.ZRem(ctx, w.key, id)
+					continue
+				}
+				r.moveState(ctx, res)
+				s := res.s
+				if w.state != "" && s.State != w.state {
+					// A change whose index update was lost, or one made since: repair.
+					r.c.ZRem(ctx, w.key, id)
+					r.c.ZAdd(ctx, r.stateKey(s.State), redis.Z{Member: id})
+					continue
+				}
+				if opts.State != "" && s.State != opts.State {
+					continue
+				}
+				if len(p.Sessions) == limit {
+					p.Next = nextCursor(p.Sessions[len(p.Sessions)-1], opts.Agent != "")
+					return p, nil
+				}
+				p.Sessions = append(p.Sessions, s)
+			}
+			if len(ids) < limit {
+				break
+			}
+		}
+	}
+	return p, nil
+}
+
+// Subscribe implements Store.
+func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
+	ps := r.c.Subscribe(ctx, r.channel)
+	// Wait for the confirmation, so that every event published after Subscribe returns arrives.
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fail("subscribe to session events", err)
+	}
+	msgs := ps.Channel(redis.WithChannelSize(r.opts.EventBuffer))
+	out := make(chan Event, r.opts.EventBuffer)
+	go func() {
+		defer close(out)
+		defer ps.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case msg, ok := <-msgs:
+				if !ok {
+					return
+				}
+				var ev Event
+				if err := json.Unmarshal([]byte(msg.Payload), &ev); err != nil {
+					r.opts.Logger.Warn("session event not understood", "payload", msg.Payload, "err", err)
+					continue
+				}
+				select {
+				case out <- ev:
+				default:
+					r.opts.Logger.Warn("session event dropped: subscriber too slow", "session", ev.SessionID, "kind", ev.Kind)
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Reap implements Store. Sessions past their expiry are expired (publishing the event); once
+// their grace has passed too, their index entries are removed (their keys expire by TTL).
+func (r *Redis) Reap(ctx context.Context) (time.Time, error) {
+	now := r.now()
+	grace := r.opts.Grace.Milliseconds()
+	for {
+		due, err := r.c.ZRangeByScore(ctx, r.expiryKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: 500}).Result()
+		if err != nil {
+			return time.Time{}, fail("reap sessions", err)
+		}
+		for _, member := range due {
+			if len(member) < idLen {
+				r.c.ZRem(ctx, r.expiryKey(), member)
+				continue
+			}
+			id, agent := member[:idLen], member[idLen:]
+			res, err := r.run(ctx, readScript, id, "0")
+			if err != nil {
+				return time.Time{}, fail("reap session "+id, err)
+			}
+			if res.code == "ok" {
+				r.moveState(ctx, res)
+				if cleanup := res.s.Expires.UnixMilli() + grace; now < cleanup {
+					// Keep it listable as expired (or revoked) until its keys go.
+					r.c.ZAdd(ctx, r.expiryKey(), redis.Z{Score: float64(cleanup), Member: member})
+					continue
+				}
+			}
+			_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, r.expiryKey(), member)
+				p.ZRem(ctx, r.agentKey(agent), id)
+				for _, st := range States {
+					p.ZRem(ctx, r.stateKey(st), id)
+				}
+				return nil
+			})
+			if err != nil {
+				return time.Time{}, fail("reap session "+id, err)
+			}
+		}
+		if len(due) < 500 {
+			break
+		}
+	}
+	next, err := r.c.ZRangeByScoreWithScores(ctx, r.expiryKey(), &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now, 10), Max: "+inf", Count: 1}).Result()
+	if err != nil {
+		return time.Time{}, fail("reap sessions: next expiry", err)
+	}
+	if len(next) == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(int64(next[0].Score)), nil
+}
+
+// scriptResult is a decoded script answer.
+type scriptResult struct {
+	code          string
+	before, after State
+	s             *Session
+	tokenHash     string
+	history       []string           // the tail, raw entries
+	sealed        []string           // compressed blocks of entries, older than the tail
+	tail          int64              // the tail's length after a commit
+	tags          map[int64][]string // result tags by call seq
+}
+
+func (r *Redis) run(ctx context.Context, sc *redis.Script, id string, args ...any) (scriptResult, error) {
+	return r.runAt(ctx, sc, id, r.now(), args...)
+}
+
+func (r *Redis) runAt(ctx context.Context, sc *redis.Script, id string, now int64, args ...any) (scriptResult, error) {
+	argv := append([]any{r.channel, now, id}, args...)
+	v, err := sc.Run(ctx, r.c, []string{r.metaKey(id), r.histKey(id), r.blockKey(id)}, argv...).Slice()
+	if err != nil {
+		return scriptResult{}, err
+	}
+	res := scriptResult{code: fmt.Sprint(v[0])}
+	if res.code == "nf" {
+		return res, nil
+	}
+	if len(v) < 4 {
+		return res, fmt.Errorf("session script answered %d values; want 4 or more", len(v))
+	}
+	res.before, res.after = State(fmt.Sprint(v[1])), State(fmt.Sprint(v[2]))
+	flat, _ := v[3].([]any)
+	res.s, res.tokenHash, err = parseMeta(id, flat)
+	if err != nil {
+		return res, err
+	}
+	res.tags = parseTags(flat)
+	if len(v) > 5 {
+		hist, _ := v[4].([]any)
+		for _, e := range hist {
+			res.history = append(res.history, fmt.Sprint(e))
+		}
+		blocks, _ := v[5].([]any)
+		for _, b := range blocks {
+			res.sealed = append(res.sealed, fmt.Sprint(b))
+		}
+	}
+	if len(v) > 6 {
+		res.tail, _ = v[6].(int64)
+	}
+	return res, nil
+}
+
+// moveState keeps the state index in step with a change a script made. A failure only leaves
+// the index stale, which List repairs.
+func (r *Redis) moveState(ctx context.Context, res scriptResult) {
+	if res.before == res.after || res.before == "" {
+		return
+	}
+	id := res.s.ID
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, r.stateKey(res.before), id)
+		p.ZAdd(ctx, r.stateKey(res.after), redis.Z{Member: id})
+		return nil
+	})
+	if err != nil {
+		r.opts.Logger.Warn("session state index not updated; List will repair it", "session", id, "err", err)
+	}
+}
+
+// parseMeta builds a session from the HGETALL of its meta hash.
+func parseMeta(id string, flat []any) (*Session, string, error) {
+	f := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		f[fmt.Sprint(flat[i])] = fmt.Sprint(flat[i+1])
+	}
+	var firstErr error
+	num := func(k string) int64 {
+		n, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("session %s: field %s = %q: %w", id, k, f[k], err)
+		}
+		return n
+	}
+	list := func(k string) []string {
+		if f[k] == "" || f[k] == "[]" || f[k] == "{}" { // cjson writes an empty array as {}
+			return nil
+		}
+		var l []string
+		if err := json.Unmarshal([]byte(f[k]), &l); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("session %s: field %s: %w", id, k, err)
+		}
+		return l
+	}
+	s := &Session{
+		ID:           id,
+		Agent:        f["a"],
+		Profile:      f["p"],
+		Labels:       list("l"),
+		Scope:        list("sc"),
+		Removed:      list("rm"),
+		State:        State(f["st"]),
+		Reason:       f["why"],
+		Created:      time.UnixMilli(num("c")),
+		Expires:      time.UnixMilli(num("e")),
+		IdleTimeout:  time.Duration(num("i")) * time.Millisecond,
+		LastActivity: time.UnixMilli(num("la")),
+		Budget:       num("b"),
+		Calls:        num("n"),
+		Denied:       num("d"),
+		HistoryLimit: int(num("hl")),
+		Version:      num("v"),
+	}
+	risk, err := strconv.ParseFloat(f["r"], 64)
+	if err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("session %s: field r = %q: %w", id, f["r"], err)
+	}
+	s.Risk = risk
+	if ds, ok := f["ds"]; ok {
+		s.Detect = []byte(ds)
+	}
+	return s, f["th"], firstErr
+}
+
+// parseTags collects the t:<seq> result-tag fields of a meta hash.
+func parseTags(flat []any) map[int64][]string {
+	var tags map[int64][]string
+	for i := 0; i+1 < len(flat); i += 2 {
+		k := fmt.Sprint(flat[i])
+		if !strings.HasPrefix(k, "t:") {
+			continue
+		}
+		seq, err := strconv.ParseInt(k[2:], 10, 64)
+		var l []string
+		if err != nil || json.Unmarshal([]byte(fmt.Sprint(flat[i+1])), &l) != nil {
+			continue
+		}
+		if tags == nil {
+			tags = map[int64][]string{}
+		}
+		tags[seq] = l
+	}
+	return tags
+}
+
+// encodeEntry writes a history entry as a compact JSON array:
+//
+//	[ms since creation, server, tool, decision, args, name, labels, rules, result tags]
+//
+// with name "" when it is server + "__" + tool, 0 for empty args and lists, and trailing empty
+// items left out. It returns the array without its first item, which commitScript prepends
+// (only the script knows the creation time without another round trip). The seq is not
+// stored: entries are appended one per commit, so it follows from the position.
+func encodeEntry(rec CallRecord) string {
+	var b bytes.Buffer
+	items := make([][]byte, 0, 8)
+	str := func(s string) []byte { j, _ := json.Marshal(s); return j }
+	list := func(l []string) []byte {
+		if len(l) == 0 {
+			return []byte("0")
+		}
+		j, _ := json.Marshal(l)
+		return j
+	}
+	name := rec.Name
+	if name == rec.Server+"__"+rec.Tool {
+		name = ""
+	}
+	args := []byte(rec.Args)
+	if len(args) == 0 {
+		args = []byte("0")
+	}
+	items = append(items, str(rec.Server), str(rec.Tool), str(rec.Decision), args, str(name),
+		list(rec.Labels), list(rec.Rules), list(rec.ResultTags))
+	// Drop trailing items that hold their empty value.
+	for len(items) > 0 {
+		last := string(items[len(items)-1])
+		if last != "0" && last != `""` {
+			break
+		}
+		items = items[:len(items)-1]
+	}
+	for _, it := range items {
+		b.WriteByte(',')
+		b.Write(it)
+	}
+	// A trailing empty item needs no placeholder; the array may end right after the time.
+	b.WriteByte(']')
+	return b.String()
+}
