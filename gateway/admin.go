@@ -256,6 +256,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, required bool) *a
 		}
 		return nil
 	}
+	// The same key checks as at the agent edge: Go's decoder would take
+	// "Reason" for "reason" and keep the last of two duplicates.
+	c := checker{buf: data, maxDepth: DefaultMaxDepth}
+	if err := c.value(0); err != nil {
+		return badRequest("%v", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

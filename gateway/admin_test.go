@@ -123,8 +123,22 @@ func (env *adminEnv) connect(t *testing.T, agent string) *agentClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &agentClient{Client: client.NewClient(tr, client.WithProtocolVersion(mcp.ProtocolVersion20251125)),
-		listChanged: make(chan struct{}, 16)}
+	return env.start(t, client.NewClient(tr, client.WithProtocolVersion(mcp.ProtocolVersion20251125)))
+}
+
+// connectSSE connects agent over the legacy SSE transport.
+func (env *adminEnv) connectSSE(t *testing.T, agent string) *agentClient {
+	t.Helper()
+	c, err := client.NewSSEMCPClient(env.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + adminKeys[agent]}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env.start(t, c)
+}
+
+func (env *adminEnv) start(t *testing.T, mc *client.Client) *agentClient {
+	t.Helper()
+	c := &agentClient{Client: mc, listChanged: make(chan struct{}, 16)}
 	c.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method == string(mcp.MethodNotificationToolsListChanged) {
 			select {
@@ -223,7 +237,7 @@ func (env *adminEnv) request(t *testing.T, method, path, token, body string) (in
 	return resp.StatusCode, resp.Header, out
 }
 
-func apiStatus(err error) int {
+func adminStatus(err error) int {
 	var e *gateway.AdminAPIError
 	if errors.As(err, &e) {
 		return e.Status
@@ -232,7 +246,7 @@ func apiStatus(err error) int {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func adminWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -377,8 +391,18 @@ func TestAdminListAndShow(t *testing.T) {
 }
 
 func TestAdminNarrowLiveSession(t *testing.T) {
+	for _, kind := range []string{"streamable-http", "sse"} {
+		t.Run(kind, func(t *testing.T) { testNarrowLiveSession(t, kind) })
+	}
+}
+
+func testNarrowLiveSession(t *testing.T, kind string) {
 	env := newAdminEnv(t, adminEnvOptions{})
-	a := env.connect(t, "agent-1")
+	connect := env.connect
+	if kind == "sse" {
+		connect = env.connectSSE
+	}
+	a := connect(t, "agent-1")
 	if names := a.toolNames(t); !names["demo__deploy"] || !names["demo__run_shell"] {
 		t.Fatalf("tools/list before narrowing = %v; want demo__deploy and demo__run_shell", names)
 	}
@@ -394,6 +418,8 @@ func TestAdminNarrowLiveSession(t *testing.T) {
 		{"empty tool", `{"tools":[""]}`, http.StatusBadRequest},
 		{"colon", `{"tools":["label:destructive"]}`, http.StatusBadRequest},
 		{"two objects", `{"tools":["demo__deploy"]}{}`, http.StatusBadRequest},
+		{"case-variant key", `{"tools":["demo__read_file"],"Tools":["demo__deploy"]}`, http.StatusBadRequest},
+		{"duplicate key", `{"tools":["demo__read_file"],"tools":["demo__deploy"]}`, http.StatusBadRequest},
 		{"not an object", `["demo__deploy"]`, http.StatusBadRequest},
 		{"too large", `{"tools":["` + strings.Repeat("x", 70<<10) + `"]}`, http.StatusRequestEntityTooLarge},
 	}
@@ -409,6 +435,9 @@ func TestAdminNarrowLiveSession(t *testing.T) {
 		t.Fatalf("refused narrowings changed tools/list: %v", names)
 	}
 
+	for len(a.listChanged) > 0 { // only the narrowing's notification counts
+		<-a.listChanged
+	}
 	s, err := env.client.Narrow(context.Background(), id, gateway.NarrowRequest{Tools: []string{"demo__deploy"}, Labels: []string{"destructive"}})
 	if err != nil {
 		t.Fatalf("Narrow: %v", err)
@@ -457,10 +486,10 @@ func TestAdminFreezeResume(t *testing.T) {
 	if res := a.call(t, "demo__list_files", `{}`); res.IsError {
 		t.Errorf("call after resume: %s", resultText(res))
 	}
-	if _, err := env.client.Resume(ctx, id); apiStatus(err) != http.StatusConflict {
+	if _, err := env.client.Resume(ctx, id); adminStatus(err) != http.StatusConflict {
 		t.Errorf("Resume of an active session = %v; want 409", err)
 	}
-	if _, err := env.client.Freeze(ctx, strings.Repeat("a", 32), ""); apiStatus(err) != http.StatusNotFound {
+	if _, err := env.client.Freeze(ctx, strings.Repeat("a", 32), ""); adminStatus(err) != http.StatusNotFound {
 		t.Errorf("Freeze of an unknown session = %v; want 404", err)
 	}
 }
@@ -488,12 +517,12 @@ func TestAdminRevokeEndsInFlightCall(t *testing.T) {
 		done <- answer{res, err, time.Since(start)}
 	}()
 	// The call is committed to the session before it is forwarded.
-	waitFor(t, "the slow call to be admitted", func() bool {
+	adminWaitFor(t, "the slow call to be admitted", func() bool {
 		s, err := env.client.Session(ctx, id)
 		return err == nil && s.Calls == 1
 	})
 
-	if _, err := env.client.Revoke(ctx, id, ""); apiStatus(err) != http.StatusBadRequest {
+	if _, err := env.client.Revoke(ctx, id, ""); adminStatus(err) != http.StatusBadRequest {
 		t.Errorf("Revoke without a reason = %v; want 400", err)
 	}
 	s, err := env.client.Revoke(ctx, id, "credential leaked")
@@ -524,10 +553,10 @@ func TestAdminRevokeEndsInFlightCall(t *testing.T) {
 	if s, err := env.client.Revoke(ctx, id, "again"); err != nil || s.Reason != "credential leaked" {
 		t.Errorf("second Revoke = %+v, %v; want the first revoke kept", s, err)
 	}
-	if _, err := env.client.Resume(ctx, id); apiStatus(err) != http.StatusConflict {
+	if _, err := env.client.Resume(ctx, id); adminStatus(err) != http.StatusConflict {
 		t.Errorf("Resume of a revoked session = %v; want 409", err)
 	}
-	if _, err := env.client.Narrow(ctx, id, gateway.NarrowRequest{Tools: []string{"demo__deploy"}}); apiStatus(err) != http.StatusConflict {
+	if _, err := env.client.Narrow(ctx, id, gateway.NarrowRequest{Tools: []string{"demo__deploy"}}); adminStatus(err) != http.StatusConflict {
 		t.Errorf("Narrow of a revoked session = %v; want 409", err)
 	}
 }
@@ -557,7 +586,7 @@ func TestAdminRevokeAgentAndLock(t *testing.T) {
 	}
 	a2 := env.connect(t, "agent-2")
 
-	if _, err := env.client.RevokeAgent(ctx, "agent-1", " "); apiStatus(err) != http.StatusBadRequest {
+	if _, err := env.client.RevokeAgent(ctx, "agent-1", " "); adminStatus(err) != http.StatusBadRequest {
 		t.Errorf("RevokeAgent without a reason = %v; want 400", err)
 	}
 	res, err := env.client.RevokeAgent(ctx, "agent-1", "offboarded")
@@ -633,7 +662,7 @@ func TestAdminApprovals(t *testing.T) {
 				done <- a.call(t, "demo__deploy", `{"service":"api","version":"1.2","environment":"dev"}`)
 			}()
 			var pending []gateway.PendingApproval
-			waitFor(t, "the call to wait for approval", func() bool {
+			adminWaitFor(t, "the call to wait for approval", func() bool {
 				list, err := env.client.Approvals(ctx)
 				if err != nil {
 					t.Fatalf("Approvals: %v", err)
@@ -661,7 +690,7 @@ func TestAdminApprovals(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatalf("the call did not finish after %s", tt.name)
 			}
-			if _, err := env.client.Resolve(ctx, p.ID, true, ""); apiStatus(err) != http.StatusNotFound {
+			if _, err := env.client.Resolve(ctx, p.ID, true, ""); adminStatus(err) != http.StatusNotFound {
 				t.Errorf("Resolve of a decided approval = %v; want 404", err)
 			}
 		})
@@ -708,7 +737,7 @@ func TestAdminPolicyReload(t *testing.T) {
 	if p, _ := problems[0].(map[string]any); p["file"] != file {
 		t.Errorf("problem = %v; want it to name %s", p, file)
 	}
-	if _, err := env.client.ReloadPolicies(ctx); apiStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), file) {
+	if _, err := env.client.ReloadPolicies(ctx); adminStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), file) {
 		t.Errorf("ReloadPolicies() = %v; want a 422 naming the file", err)
 	}
 	st, err = env.client.PolicyStatus(ctx)
@@ -737,7 +766,7 @@ func TestAdminNoPolicies(t *testing.T) {
 	if err != nil || st.Configured || !strings.Contains(st.Message, "no policies") {
 		t.Errorf("PolicyStatus = %+v, %v; want not configured, saying so", st, err)
 	}
-	if _, err := env.client.ReloadPolicies(context.Background()); apiStatus(err) != http.StatusConflict {
+	if _, err := env.client.ReloadPolicies(context.Background()); adminStatus(err) != http.StatusConflict {
 		t.Errorf("ReloadPolicies without policies = %v; want 409", err)
 	}
 }
@@ -798,7 +827,7 @@ func TestAdminRedisStore(t *testing.T) {
 	restart()
 	// The restarted server kept nothing (no persistence): the list is
 	// empty, but it answers.
-	waitFor(t, "the store to answer again", func() bool {
+	adminWaitFor(t, "the store to answer again", func() bool {
 		_, err := env.client.ListSessions(ctx, gateway.SessionFilter{})
 		return err == nil
 	})

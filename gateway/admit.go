@@ -20,12 +20,15 @@ type Policy interface {
 
 var _ Policy = (*policies.Engine)(nil)
 
-// allowAll is the policy when none is configured: every call in scope goes.
-type allowAll struct{}
-
-func (allowAll) Decide(*policies.Input) policies.Decision {
-	return policies.Decision{Action: policies.ActionAllow}
-}
+// noRules is the policy when none is configured: an empty rule set, which
+// refuses calls outside the scope and allows the rest.
+var noRules = func() *policies.Set {
+	set, err := policies.Compile(nil, policies.Options{})
+	if err != nil {
+		panic("toolgate: compiling the empty policy set: " + err.Error())
+	}
+	return set
+}()
 
 // labelPrefix marks a label removal in a session's Removed list; tool
 // names never hold a colon, so it cannot match one.
@@ -100,7 +103,7 @@ func (d *Decider) now() time.Time {
 
 func (d *Decider) policy() Policy {
 	if d.Policy == nil {
-		return allowAll{}
+		return noRules
 	}
 	return d.Policy
 }

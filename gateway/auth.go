@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
@@ -25,6 +27,18 @@ type agentSession struct {
 	// Snapshot is the session as read when the request was authenticated
 	// (used for tools/list; calls are decided on a fresh snapshot).
 	Snapshot *sessions.Session
+
+	untrack  func()      // stops this request being cancelled with its session
+	endAfter atomic.Bool // end the session once this request is answered
+}
+
+// endAfterAnswer keeps this request alive while the session ends, so that
+// it can carry the answer, and ends the session after it.
+func (as *agentSession) endAfterAnswer() {
+	if as.untrack != nil {
+		as.untrack()
+	}
+	as.endAfter.Store(true)
 }
 
 type sessionCtxKey struct{}
@@ -46,14 +60,30 @@ type liveRegistry struct {
 	requests  map[string]map[*context.CancelFunc]struct{} // toolgate session -> cancel funcs
 	transport map[string]string                           // MCP transport session -> toolgate session
 	byAgent   map[string]map[string]struct{}              // toolgate session -> its transport sessions
+	gone      map[string]time.Time                        // sessions ended, when this replica learnt it
 }
+
+// goneMemory is how long a replica remembers that a session ended, to
+// stop calls admitted just before; the store refuses later ones anyway.
+const goneMemory = time.Minute
 
 func newLiveRegistry() *liveRegistry {
 	return &liveRegistry{
 		requests:  map[string]map[*context.CancelFunc]struct{}{},
 		transport: map[string]string{},
 		byAgent:   map[string]map[string]struct{}{},
+		gone:      map[string]time.Time{},
 	}
+}
+
+// endedAfter reports whether this replica learnt that the session ended
+// at or after admitted: a call admitted then must not leave. A call the
+// store admitted after the end was learnt belongs to a resumed session.
+func (r *liveRegistry) endedAfter(sessionID string, admitted time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.gone[sessionID]
+	return ok && !at.Before(admitted)
 }
 
 // track registers a request's cancel function under a session; the
@@ -82,6 +112,13 @@ func (r *liveRegistry) track(sessionID string, cancel context.CancelFunc) func()
 // sessions; it returns those transport sessions.
 func (r *liveRegistry) end(sessionID string) []string {
 	r.mu.Lock()
+	now := time.Now()
+	for id, at := range r.gone {
+		if now.Sub(at) > goneMemory {
+			delete(r.gone, id)
+		}
+	}
+	r.gone[sessionID] = now
 	var cancels []context.CancelFunc
 	for k := range r.requests[sessionID] {
 		cancels = append(cancels, *k)
@@ -314,10 +351,13 @@ func (g *Gateway) authHandler(next http.Handler) http.Handler {
 			}
 		}
 		ctx, cancel := context.WithCancel(withAgentSession(r.Context(), as))
-		untrack := g.live.track(as.ID, cancel)
-		defer untrack()
+		as.untrack = sync.OnceFunc(g.live.track(as.ID, cancel))
+		defer as.untrack()
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))
+		if as.endAfter.Load() {
+			g.endSession(as.ID)
+		}
 	})
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,31 +43,41 @@ func (e *edgeError) Error() string { return e.msg }
 // struct fields case-insensitively and keeps the last duplicate, so such a
 // message could be authorised on one value and executed on another
 // (the CVE-2026-27896 class); toolgate refuses it instead of guessing.
-func checkMessage(body []byte, maxDepth int) *edgeError {
+// It returns the message's method ("" for a response).
+func checkMessage(body []byte, maxDepth int) (string, *edgeError) {
 	if !utf8.Valid(body) {
-		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
 	}
 	c := checker{buf: body, maxDepth: maxDepth}
 	c.skipSpace()
 	if c.pos < len(c.buf) && c.buf[c.pos] == '[' {
-		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
 	}
 	if c.pos >= len(c.buf) || c.buf[c.pos] != '{' {
-		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
 	}
 	if err := c.value(0); err != nil {
-		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
 	}
 	c.skipSpace()
 	if c.pos != len(c.buf) {
-		return &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
 	}
 	return checkEnvelope(body)
 }
 
+// methodCtxKey holds the JSON-RPC method of a posted message.
+type methodCtxKey struct{}
+
+// methodFrom returns the JSON-RPC method the edge read from the request.
+func methodFrom(ctx context.Context) string {
+	m, _ := ctx.Value(methodCtxKey{}).(string)
+	return m
+}
+
 // checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
 // to be a well-formed object without duplicate keys.
-func checkEnvelope(body []byte) *edgeError {
+func checkEnvelope(body []byte) (string, *edgeError) {
 	var env struct {
 		JSONRPC *string          `json:"jsonrpc"`
 		ID      json.RawMessage  `json:"id"`
@@ -76,7 +87,7 @@ func checkEnvelope(body []byte) *edgeError {
 		Error   json.RawMessage  `json:"error"`
 	}
 	if err := json.Unmarshal(body, &env); err != nil {
-		return &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "invalid JSON-RPC message: " + err.Error()}
+		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "invalid JSON-RPC message: " + err.Error()}
 	}
 	bad := func(msg string) *edgeError {
 		e := &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: msg}
@@ -86,28 +97,28 @@ func checkEnvelope(body []byte) *edgeError {
 		return e
 	}
 	if env.JSONRPC == nil || *env.JSONRPC != "2.0" {
-		return bad(`"jsonrpc" must be "2.0"`)
+		return "", bad(`"jsonrpc" must be "2.0"`)
 	}
 	if len(env.ID) > 0 && !validID(env.ID) {
-		return bad(`"id" must be a string or an integer`)
+		return "", bad(`"id" must be a string or an integer`)
 	}
 	if env.Method == nil {
 		// A response to a server-initiated request (sampling, elicitation).
 		if len(env.ID) == 0 || (len(env.Result) == 0) == (len(env.Error) == 0) {
-			return bad("a message without \"method\" must be a response with an id and exactly one of result or error")
+			return "", bad("a message without \"method\" must be a response with an id and exactly one of result or error")
 		}
-		return nil
+		return "", nil
 	}
 	var method string
 	if err := json.Unmarshal(*env.Method, &method); err != nil || method == "" {
-		return bad(`"method" must be a non-empty string`)
+		return "", bad(`"method" must be a non-empty string`)
 	}
 	if len(env.Params) > 0 {
 		if p := bytes.TrimSpace(env.Params); p[0] != '{' && p[0] != '[' {
-			return bad(`"params" must be an object`)
+			return method, bad(`"params" must be an object`)
 		}
 	}
-	return nil
+	return method, nil
 }
 
 // validID reports whether raw is a JSON-RPC id toolgate accepts: a string
@@ -385,13 +396,14 @@ func edgeHandler(next http.Handler, maxBody int64, maxDepth int) http.Handler {
 			writeEdgeError(w, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "reading request body: " + err.Error()})
 			return
 		}
-		if e := checkMessage(body, maxDepth); e != nil {
+		method, e := checkMessage(body, maxDepth)
+		if e != nil {
 			writeEdgeError(w, e)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), methodCtxKey{}, method)))
 	})
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,7 @@ func TestCheckMessage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := checkMessage([]byte(tt.body), DefaultMaxDepth)
+			_, e := checkMessage([]byte(tt.body), DefaultMaxDepth)
 			switch {
 			case tt.code == 0 && e != nil:
 				t.Fatalf("checkMessage(%s) = %q; want accepted", tt.body, e.msg)
@@ -65,9 +66,12 @@ func FuzzCheckMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		e := checkMessage(body, DefaultMaxDepth)
+		_, e := checkMessage(body, DefaultMaxDepth)
 		if e != nil && e.msg == "" {
 			t.Fatalf("rejection without a message for %q", body)
+		}
+		if e == nil && !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
 		}
 	})
 }

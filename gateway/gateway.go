@@ -295,6 +295,7 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 		return mcp.NewToolResultError("toolgate: this call has no session"), nil
 	}
 	out, err := g.decider.Admit(ctx, Call{SessionID: as.ID, Name: req.Params.Name, Args: req.Params.RawArguments, Claims: as.Claims})
+	admitted := time.Now()
 	if err != nil {
 		return g.admitFailure(as, req.Params.Name, err), nil
 	}
@@ -306,12 +307,16 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 		g.log.Info("call refused", "session", as.ID, "agent", as.Agent, "tool", req.Params.Name,
 			"decision", out.Decision.Action, "rule", out.Decision.Rule)
 		if out.Decision.Action == policies.ActionRevoke {
-			g.endSession(as.ID)
+			// This request carries the answer; the session's other
+			// requests end now, this one once it is answered.
+			as.endAfterAnswer()
 		}
 		return mcp.NewToolResultError(out.Message), nil
 	}
 
-	opts := tools.CallOptions{}
+	// The upstream learns which session and call this is, for its own
+	// audit; the session id is not a credential.
+	opts := tools.CallOptions{Meta: map[string]any{metaSession: as.ID, metaCall: out.Seq}}
 	if meta := req.Params.Meta; meta != nil && meta.ProgressToken != nil {
 		opts.ProgressToken = meta.ProgressToken
 		srv := server.ServerFromContext(ctx)
@@ -328,6 +333,11 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 			}
 		}
 	}
+	if g.live.endedAfter(as.ID, admitted) {
+		// The session ended on another replica after this call was
+		// admitted and before it left: it does not leave.
+		return mcp.NewToolResultError("toolgate: this session has ended; the call was not made"), nil
+	}
 	res, err := g.up.Call(ctx, req.Params.Name, req.Params.RawArguments, opts)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -340,6 +350,12 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 	}
 	return res, nil
 }
+
+// Keys of the _meta toolgate adds to forwarded calls.
+const (
+	metaSession = "io.toolgate/session"
+	metaCall    = "io.toolgate/call"
+)
 
 // ResultText is what the detectors read of a tool result: its text
 // contents and its structured content.
@@ -381,8 +397,14 @@ func (g *Gateway) admitFailure(as *agentSession, tool string, err error) *mcp.Ca
 	return mcp.NewToolResultError("toolgate: the call could not be checked, so it was not made: " + err.Error())
 }
 
-// filterTools shows a session only the tools its scope permits.
+// filterTools shows a session only the tools its scope permits. mcp-go
+// also filters at call time; there every catalog tool stays, so that a call
+// outside the scope reaches the decision path and is refused (and counted,
+// or revokes) as the profile says.
 func (g *Gateway) filterTools(ctx context.Context, list []mcp.Tool) []mcp.Tool {
+	if methodFrom(ctx) == string(mcp.MethodToolsCall) {
+		return list
+	}
 	as := agentSessionFrom(ctx)
 	if as == nil || as.Snapshot == nil {
 		return nil

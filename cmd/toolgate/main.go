@@ -21,11 +21,15 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"baseline": {"learn call-chain baselines from benign traces (baseline learn --traces FILE... --out FILE)", runBaseline},
-	"bench":    {"measure what the gateway adds to a tool call", runBench},
-	"policy":   {"check policy files or run their tests (policy check|test [paths])", runPolicy},
-	"serve":    {"run the gateway", runServe},
-	"version":  {"print the version", runVersion},
+	"agents":    {"lock, unlock or revoke an agent over the admin API (agents show|lock|unlock|revoke AGENT)", runAgents},
+	"approvals": {"list, approve or reject calls waiting for approval (approvals ls|approve|reject)", runApprovals},
+	"sessions":  {"list, show, narrow, freeze, resume or revoke sessions (sessions ls|show|narrow|freeze|resume|revoke)", runSessions},
+	"baseline":  {"learn call-chain baselines from benign traces (baseline learn --traces FILE... --out FILE)", runBaseline},
+	"bench":     {"measure what the gateway adds to a tool call", runBench},
+	"eval":      {"replay recorded agent sessions and score the policies (eval --config FILE --traces FILE...)", runEval},
+	"policy":    {"check or test policy files, or show and reload the gateway's (policy check|test|status|reload)", runPolicy},
+	"serve":     {"run the gateway", runServe},
+	"version":   {"print the version", runVersion},
 }
 
 func main() {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/toolgate/toolgate/policies"
 )
 
 func TestPolicyCommand(t *testing.T) {
@@ -31,4 +33,41 @@ func TestPolicyCommand(t *testing.T) {
 			t.Errorf("run(%q) = %d, output %q; want %d and %q", tt.args, code, out.String()+errOut.String(), tt.wantCode, tt.wantOut)
 		}
 	}
+}
+
+func TestPolicyStatusAndReload(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.yaml")
+	write := func(data string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rules:\n  - {id: no-deploy, match: {tools: [demo__deploy]}, action: deny, message: no}\n")
+	engine, err := policies.NewEngine([]string{dir}, policies.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newAdminServer(t, engine)
+	version := engine.Set().Version()
+	runCLI(t, srv.url, []cliCase{
+		{args: []string{"policy", "status"}, stdout: version},
+		{args: []string{"policy", "status", "--json"}, stdout: `"configured": true`},
+		{args: []string{"policy", "reload"}, stdout: "policies unchanged"},
+		{args: []string{"policy", "reload"}, code: 1, stderr: "undeclared reference to 'cal'",
+			setup: func(t *testing.T) { write("rules:\n  - {id: a, when: 'cal.x', action: deny, message: m}\n") }},
+		{args: []string{"policy", "status"}, stdout: "undeclared reference"},
+		{args: []string{"policy", "reload"}, stdout: "policies reloaded",
+			setup: func(t *testing.T) { write("rules: []\n") }},
+	})
+	if engine.Set().Version() == version {
+		t.Error("the engine kept the old version after a good reload")
+	}
+
+	none := newAdminServer(t, nil)
+	runCLI(t, none.url, []cliCase{
+		{args: []string{"policy", "status"}, stdout: "no policies are configured"},
+		{args: []string{"policy", "reload"}, code: 1, stderr: "nothing to reload"},
+	})
 }
