@@ -224,24 +224,14 @@ func (e *env) profileOf(t *Trace) (string, error) {
 	return "", fmt.Errorf("suite %q has no profile: add a profile named %q or %q", suite, suite, gateway.DefaultProfile)
 }
 
-// spec is the session a trace opens: the profile's, as the gateway would
-// give the agent. Time windows are not applied: a replay runs at a fixed
-// time.
-// TODO(gateway): use an exported ProfileConfig.Spec once there is one, so
-// the two cannot drift apart.
+// spec is the session a trace opens: the profile's, as the gateway gives
+// it to the agent (the same code), at the time of the replay.
 func (e *env) spec(t *Trace) (sessions.Spec, error) {
 	name, err := e.profileOf(t)
 	if err != nil {
 		return sessions.Spec{}, err
 	}
-	p := e.cfg.Profiles[name]
-	labels := make([]string, 0, len(p.Labels))
-	for k, v := range p.Labels {
-		labels = append(labels, k+"="+v)
-	}
-	sort.Strings(labels)
-	return sessions.Spec{Agent: t.Agent(), Profile: name, Labels: labels, Scope: p.Tools,
-		Lifetime: p.Lifetime, IdleTimeout: p.IdleTimeout, Budget: p.Budget, HistoryLimit: p.History}, nil
+	return e.cfg.Profiles[name].Spec(gateway.Identity{Agent: t.Agent(), Profile: name}, nil, time.Now())
 }
 
 func (e *env) toolName(t *Trace, c TraceCall) string {

@@ -281,7 +281,7 @@ func (g *Gateway) specFor(id Identity, scope string) (sessions.Spec, *httpError)
 	if err != nil {
 		return sessions.Spec{}, &httpError{status: http.StatusBadRequest, code: -32001, oauth: "invalid_scope", msg: err.Error()}
 	}
-	spec, err := p.spec(id, granted, g.now())
+	spec, err := p.Spec(id, granted, g.now())
 	if err != nil {
 		return sessions.Spec{}, &httpError{status: http.StatusForbidden, code: -32001, oauth: "unauthorized_client",
 			msg: fmt.Sprintf("agent %q may not open a session now: %v", id.Agent, err)}

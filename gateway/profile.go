@@ -234,8 +234,9 @@ func (w *WindowsConfig) openUntil(now time.Time) (bool, time.Time) {
 	return true, ends[0]
 }
 
-// spec is the session a profile opens now, narrowed to scope if given.
-func (p *ProfileConfig) spec(id Identity, scope []string, now time.Time) (sessions.Spec, error) {
+// Spec is the session the profile opens for id at now, narrowed to scope
+// if given. Outside the profile's time windows it fails.
+func (p *ProfileConfig) Spec(id Identity, scope []string, now time.Time) (sessions.Spec, error) {
 	open, closes := p.Windows.openUntil(now)
 	if !open {
 		return sessions.Spec{}, errOutsideWindow
