@@ -20,6 +20,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	levels := fs.String("concurrency", "1,8,64", "comma-separated numbers of concurrent clients")
 	duration := fs.Duration("duration", 5*time.Second, "length of one measured phase")
 	rounds := fs.Int("rounds", 3, "direct/gateway pairs per concurrency level")
+	redisURL := fs.String("redis", "", "keep sessions in this Redis (redis://host:port/db); default in memory")
+	var policyPaths stringList
+	fs.Var(&policyPaths, "policies", "policy file or folder to load (repeatable)")
+	detectors := fs.Bool("detectors", false, "turn the call-chain detectors on")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -41,6 +45,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Concurrency: conc,
 		Duration:    *duration,
 		Rounds:      *rounds,
+		RedisURL:    *redisURL,
+		Policies:    policyPaths,
+		Detectors:   *detectors,
 		Gateway: func(configPath string) *exec.Cmd {
 			return exec.Command(exe, "serve", "--config", configPath)
 		},
@@ -51,3 +58,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	return 0
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }

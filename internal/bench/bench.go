@@ -40,6 +40,13 @@ type Options struct {
 	// Gateway starts the gateway process given its configuration file:
 	// typically the toolgate binary with "serve --config".
 	Gateway func(configPath string) *exec.Cmd
+	// RedisURL, when set, keeps the gateway's sessions in that Redis
+	// (else in memory).
+	RedisURL string
+	// Policies are policy files or folders the gateway loads.
+	Policies []string
+	// Detectors turns the call-chain detectors on.
+	Detectors bool
 	// ExtraConfig is appended to the generated gateway configuration
 	// (YAML at the top level).
 	ExtraConfig string
@@ -91,6 +98,23 @@ func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
 	_, _ = rand.Read(keyBytes[:])
 	key := hex.EncodeToString(keyBytes[:])
 	keyHash := sha256.Sum256([]byte(key))
+	var extra strings.Builder
+	if opts.Detectors {
+		extra.WriteString("    detectors: {}\n")
+	}
+	if opts.RedisURL != "" {
+		fmt.Fprintf(&extra, "store:\n  type: redis\n  redis:\n    url: %s\n    prefix: bench-%x\n", opts.RedisURL, keyBytes[:4])
+	}
+	if len(opts.Policies) > 0 {
+		extra.WriteString("policies:\n  paths:\n")
+		for _, p := range opts.Policies {
+			abs, err := filepath.Abs(p)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(&extra, "    - %q\n", abs)
+		}
+	}
 	cfg := fmt.Sprintf(`gateway:
   listen: %s
 identity:
@@ -102,14 +126,15 @@ profiles:
   default:
     lifetime: 1h
     tools: ["*"]
-tools:
+%stools:
   servers:
     - name: up
       transport: streamable-http
       url: %s
+      labels: [external_send]
 log:
   level: warn
-%s`, addr, keyHash, upstream, opts.ExtraConfig)
+%s`, addr, keyHash, extra.String(), upstream, opts.ExtraConfig)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
