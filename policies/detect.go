@@ -26,6 +26,8 @@ const (
 	FlagDataFlow         = "data_flow"                  // arguments carry values from labelled results
 	FlagExfiltration     = "exfiltration"               // private data or a credential in a send's arguments
 	FlagInjectionChain   = "injection_chain"            // untrusted content in a send's arguments
+	// FlagPromptInjection (detect_injection.go): a result carried
+	// instructions addressed to the model.
 )
 
 // DefaultFlagScores are the scores flags carry unless DetectorConfig.Risk
@@ -45,6 +47,7 @@ var DefaultFlagScores = map[string]float64{
 	FlagDataFlow:         0.1,
 	FlagExfiltration:     0.6,
 	FlagInjectionChain:   0.7,
+	FlagPromptInjection:  0.7,
 }
 
 // DetectorConfig configures the call-chain detectors of one profile. The
@@ -57,6 +60,7 @@ var DefaultFlagScores = map[string]float64{
 //	probe: {window: 10m, max_denied: 3}
 //	destinations: {email_match: address, trusted: ["*@corp.example"]}
 //	risk: {half_life: 10m, scores: {new_destination: 0.5}}
+//	injection: {labels: [untrusted_content], threshold: 1.0}
 type DetectorConfig struct {
 	Labels       DetectLabels        `yaml:"labels"`
 	Sequence     SequenceDetector    `yaml:"sequence"`
@@ -64,6 +68,7 @@ type DetectorConfig struct {
 	Probe        ProbeDetector       `yaml:"probe"`
 	Destinations DestinationDetector `yaml:"destinations"`
 	DataFlow     DataFlowDetector    `yaml:"data_flow"`
+	Injection    InjectionDetector   `yaml:"injection"`
 	Risk         RiskConfig          `yaml:"risk"`
 	Limits       DetectLimits        `yaml:"limits"`
 }
@@ -215,6 +220,7 @@ func (c DetectorConfig) Validate() error {
 			bad("destinations.trusted[%d]: %v", i, err)
 		}
 	}
+	c.Injection.validate(bad)
 	for kind, v := range c.Risk.Scores {
 		if _, ok := DefaultFlagScores[kind]; !ok {
 			bad("risk.scores: unknown flag kind %q: use one of %s", kind, strings.Join(flagKinds(), ", "))
@@ -303,6 +309,7 @@ type Detectors struct {
 	cfg    DetectorConfig
 	base   *Baseline
 	scores map[string]float64
+	inj    injectionScorer
 }
 
 // NewDetectors validates cfg and returns detectors using baseline b (nil:
@@ -327,7 +334,7 @@ func NewDetectors(cfg DetectorConfig, b *Baseline) (*Detectors, error) {
 			}
 		}
 	}
-	return &Detectors{cfg: cfg, base: b, scores: scores}, nil
+	return &Detectors{cfg: cfg, base: b, scores: scores, inj: newInjectionScorer(cfg)}, nil
 }
 
 // Config returns the configuration in use, defaults filled in.
@@ -406,6 +413,9 @@ func (d *Detectors) Inspect(st *DetectState, in *Input) ([]Flag, float64) {
 	}
 	if !d.cfg.Probe.Disabled {
 		flags = d.probe(flags, st, in, seq)
+	}
+	if !d.cfg.Injection.Disabled {
+		flags = d.injection(flags, st, in, seq)
 	}
 	needLeaves := !d.cfg.DataFlow.Disabled && st.taint.Len() > 0 ||
 		!d.cfg.Destinations.Disabled && hasAny(c.Labels, d.cfg.Labels.Send)
@@ -690,6 +700,9 @@ func (d *Detectors) Record(st *DetectState, in *Input, action Action) {
 		st.outOfScope++
 	}
 	st.last[0], st.last[1] = st.last[1], in.Call.Name
+	if slices.ContainsFunc(in.Flags, func(f Flag) bool { return f.Kind == FlagPromptInjection }) {
+		st.injectReported = st.injectLast
+	}
 	st.recent = append(st.recent, recentCall{at: in.Now.UnixMilli(), tool: h32(in.Call.Name), args: fnv32Args(in.Call.Args), decision: action})
 	if over := len(st.recent) - d.cfg.Limits.Recent; over > 0 {
 		st.recent = slices.Delete(st.recent, 0, over)
@@ -724,13 +737,17 @@ func (d *Detectors) addKnown(st *DetectState, e entity) {
 // ObserveResult inspects the result text of a call that was forwarded
 // (call it after Record of that call) and returns the tags to store on its
 // history entry: the taint categories of the tool's labels
-// (untrusted_content, private_data, credential).
+// (untrusted_content, private_data, credential), and prompt_injection
+// when the injection detector scored the result as carrying instructions
+// addressed to the model.
 //
 // Results of untrusted tools are fingerprinted as tainted and never make
 // a destination known: a prompt injection must not be able to vouch for
 // its own address. Results of every other tool make the destinations they
-// mention known. Results of private and credential tools are
-// fingerprinted too. Only the first Limits.ResultBytes bytes are read.
+// mention known, unless they carry instructions. Results of private and
+// credential tools are fingerprinted too, and so are results that carry
+// instructions (category prompt_injection). Only the first
+// Limits.ResultBytes bytes are read.
 func (d *Detectors) ObserveResult(st *DetectState, call Call, result string, labels []string, now time.Time) []string {
 	_ = now // results carry no time-dependent state yet; kept for a stable API
 	if len(result) > d.cfg.Limits.ResultBytes {
@@ -741,7 +758,13 @@ func (d *Detectors) ObserveResult(st *DetectState, call Call, result string, lab
 	if cats&catUntrusted != 0 && st.untrustedAt == 0 {
 		st.untrustedAt, st.untrustedName = seq, call.Name
 	}
-	if cats == 0 || cats&catUntrusted == 0 {
+	if !d.cfg.Injection.Disabled && d.inj.scores(labels) {
+		if sc := d.inj.score(result); sc.Hit {
+			cats |= catInjection
+			st.noteInjection(seq, call.Name, sc)
+		}
+	}
+	if cats&(catUntrusted|catInjection) == 0 {
 		if !d.cfg.Destinations.Disabled {
 			entities(result, func(e entity) {
 				if e.destination() {

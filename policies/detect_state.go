@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -35,6 +36,31 @@ type DetectState struct {
 	// known holds hashes of destination keys the session may use: seen in
 	// trusted results or in calls that were let through. Oldest first.
 	known []uint64
+
+	// Results that carried instructions addressed to the model
+	// (detect_injection.go): the first and the latest (call numbers), how
+	// many, the latest's tool and markers, and the latest hit that a flag
+	// has reported.
+	injectFirst, injectLast, injectHits, injectReported uint32
+	injectName, injectMarkers                           string
+}
+
+// noteInjection records that the result of call seq (tool name) scored
+// sc.
+func (s *DetectState) noteInjection(seq uint32, name string, sc InjectionScore) {
+	if s.injectFirst == 0 {
+		s.injectFirst = seq
+	}
+	s.injectLast, s.injectName = seq, name
+	s.injectHits++
+	s.injectMarkers = fmt.Sprintf("%s; score %.1f", strings.Join(sc.Markers, ", "), sc.Score)
+}
+
+// Injected returns the call number (1-based) of the latest call whose
+// result carried instructions addressed to the model, and how many results
+// did; 0, 0 if none.
+func (s *DetectState) Injected() (latest, results int) {
+	return int(s.injectLast), int(s.injectHits)
 }
 
 // recentCall is one call as the rate and probe detectors remember it.
@@ -60,6 +86,7 @@ const (
 	catUntrusted uint8 = 1 << iota
 	catPrivate
 	catCredential
+	catInjection
 )
 
 // Names of the taint categories, as tainted(), taint_sources() and result
@@ -70,6 +97,7 @@ const (
 	LabelCredential       = "credential"
 	LabelExternalSend     = "external_send"
 	LabelDestructive      = "destructive"
+	// LabelPromptInjection (detect_injection.go) is also a category.
 )
 
 func catNames(c uint8) []string {
@@ -82,6 +110,9 @@ func catNames(c uint8) []string {
 	}
 	if c&catCredential != 0 {
 		out = append(out, LabelCredential)
+	}
+	if c&catInjection != 0 {
+		out = append(out, LabelPromptInjection)
 	}
 	return out
 }
@@ -165,7 +196,9 @@ func (t *TaintSet) add(src taintSource, hs []uint64, maxFPs, maxSources int) {
 // Encoding: a version byte, then fixed-width little-endian fields and
 // length-prefixed lists. Decoding checks every length against the input,
 // so a corrupt blob is an error, never a panic or a huge allocation.
-const stateVersion = 1
+// Version 2 appends the injection detector's fields; version 1 blobs
+// (written before it) still decode.
+const stateVersion = 2
 
 // Marshal encodes s for the session record.
 func (s *DetectState) Marshal() []byte {
@@ -206,7 +239,11 @@ func (s *DetectState) Marshal() []byte {
 	for _, h := range s.known {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
-	return b
+	for _, v := range []uint32{s.injectFirst, s.injectLast, s.injectHits, s.injectReported} {
+		b = binary.LittleEndian.AppendUint32(b, v)
+	}
+	b = appendString(b, s.injectName)
+	return appendString(b, s.injectMarkers)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -235,8 +272,9 @@ func UnmarshalDetectState(data []byte) (*DetectState, error) {
 	if len(data) == 0 {
 		return s, nil
 	}
-	if data[0] != stateVersion {
-		return nil, fmt.Errorf("decode detector state: version %d, want %d", data[0], stateVersion)
+	version := data[0]
+	if version != 1 && version != stateVersion {
+		return nil, fmt.Errorf("decode detector state: version %d, want %d", version, stateVersion)
 	}
 	r := reader{b: data[1:]}
 	s.risk = math.Float64frombits(r.u64())
@@ -267,6 +305,10 @@ func UnmarshalDetectState(data []byte) (*DetectState, error) {
 	s.known = make([]uint64, n)
 	for i := range s.known {
 		s.known[i] = r.u64()
+	}
+	if version >= 2 {
+		s.injectFirst, s.injectLast, s.injectHits, s.injectReported = r.u32(), r.u32(), r.u32(), r.u32()
+		s.injectName, s.injectMarkers = r.str(), r.str()
 	}
 	if r.bad || len(r.b) != 0 {
 		return nil, fmt.Errorf("decode detector state: %w", errCorruptState)

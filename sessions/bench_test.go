@@ -3,6 +3,7 @@ package sessions_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -103,5 +104,58 @@ func BenchmarkRevokeEvent(b *testing.B) {
 	if len(lat) > 0 {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// BenchmarkAdmitAtScale measures admission (Snapshot then Commit, 100-call history) on Redis
+// with 10 and with 10,000 live sessions in the store: admission touches only the keys of its
+// own session, so the figures should not move with the number of sessions.
+func BenchmarkAdmitAtScale(b *testing.B) {
+	for _, live := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("sessions=%d", live), func(b *testing.B) {
+			srv := sessionstest.StartRedis(b)
+			st := newRedis(srv.Client(), sessionstest.Prefix(), nil)
+			ctx := context.Background()
+			sp := testSpec()
+			sp.HistoryLimit = 100
+			ids := make([]string, live)
+			for i := range ids {
+				s, _, err := st.Create(ctx, sp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = s.ID
+			}
+			// Fill the histories of the sessions the benchmark admits on.
+			hot := ids[:min(len(ids), 10)]
+			for _, id := range hot {
+				for i := range 100 {
+					snap, _ := st.Snapshot(ctx, id)
+					if _, err := st.Commit(ctx, id, snap.Version, readCall(i), sessions.Effects{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				id := hot[i%len(hot)]
+				start := time.Now()
+				snap, err := st.Snapshot(ctx, id)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := st.Commit(ctx, id, snap.Version, readCall(i), sessions.Effects{}); err != nil && !errors.Is(err, sessions.ErrConflict) {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			}
+		})
 	}
 }

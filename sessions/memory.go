@@ -124,7 +124,7 @@ func (m *Memory) LookupToken(ctx context.Context, hash [32]byte) (*Session, erro
 	if !ok || subtle.ConstantTimeCompare(e.hash[:], hash[:]) != 1 {
 		return nil, fmt.Errorf("look up token: %w", ErrNotFound)
 	}
-	return m.snapshotLocked(e, true)
+	return m.snapshotLocked(e, false)
 }
 
 // Snapshot implements Store.

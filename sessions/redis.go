@@ -164,7 +164,7 @@ func (r *Redis) Create(ctx context.Context, spec Spec) (*Session, string, error)
 
 // LookupToken implements Store.
 func (r *Redis) LookupToken(ctx context.Context, hash [32]byte) (*Session, error) {
-	s, err := r.read(ctx, "look up token", IDFromHash(hash), true, &hash)
+	s, err := r.read(ctx, "look up token", IDFromHash(hash), false, &hash)
 	if err != nil {
 		return s, err
 	}

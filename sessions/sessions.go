@@ -294,8 +294,9 @@ type Store interface {
 	// Create opens a session for spec and returns it with its bearer token. The token is given
 	// out only here; the store keeps its SHA-256 hash. ErrAgentLocked if the agent is locked.
 	Create(ctx context.Context, spec Spec) (sess *Session, token string, err error)
-	// LookupToken finds the session of a token hash (see HashToken) and returns its snapshot,
-	// like Snapshot.
+	// LookupToken finds the session of a token hash (see HashToken) and returns it without
+	// its history (authentication needs its state and scope, not its calls); like Snapshot,
+	// a session that is not active comes with a *StateError.
 	LookupToken(ctx context.Context, hash [32]byte) (*Session, error)
 	// Snapshot returns one consistent view of the session, history included. When the
 	// session is not active it returns the session and a *StateError.
