@@ -98,17 +98,18 @@ td:first-child,th:first-child{text-align:left}.big{font-size:1.4em;font-weight:6
 </style></head><body>
 <h1>toolgate eval</h1>
 <p>{{.R.Summary.Total.Traces}} traces replayed ({{.R.Mode}} mode){{if .R.Config}} with <code>{{.R.Config}}</code>{{end}}.</p>
-<p class="big">Attacks stopped: {{pct .R.Summary.Total.AttacksStopped}} · Benign sessions interrupted: {{pct .R.Summary.Total.BenignInterrupted}}</p>
-<p>Benign user tasks interrupted: {{pct .R.Summary.Total.BenignTasksInterrupted}}. Attacks the agent ignored, interrupted anyway: {{pct .R.Summary.Total.IgnoredAttacksInterrupted}}.
+<p class="big">Attacks stopped: {{pct .R.Summary.Total.AttacksStopped}} · Benign sessions interrupted: {{pct .R.Summary.Total.BenignInterrupted}} · Benign sessions with a call held for approval: {{pct .R.Summary.Total.BenignHeld}}</p>
+<p>Interrupted: a call denied or the session revoked. Held: a person is asked to approve a call (the human cost of approval rules).
+Benign user tasks interrupted: {{pct .R.Summary.Total.BenignTasksInterrupted}}, held: {{pct .R.Summary.Total.BenignTasksHeld}}. Attacks the agent ignored, interrupted anyway: {{pct .R.Summary.Total.IgnoredAttacksInterrupted}}, held: {{pct .R.Summary.Total.IgnoredAttacksHeld}}.
 Decision latency p50 {{printf "%.0f" .R.Summary.Total.LatencyP50}} µs, p99 {{printf "%.0f" .R.Summary.Total.LatencyP99}} µs.</p>
 <h2>Trade-off</h2>
 <p>Points: the policy set, per suite and agent. Dashed line: a single rule refusing calls once the detectors' session risk reaches a threshold (0.1 to 0.9). Green: the goal (≥ 95% stopped, ≤ 5% interrupted).</p>
 {{.Chart}}
 <h2>Breakdown</h2>
-<table><tr><th>group</th><th>traces</th><th>attacks stopped</th><th>benign interrupted</th><th>benign tasks interrupted</th><th>ignored attacks interrupted</th><th>p50 µs</th><th>p99 µs</th></tr>
-{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.S.Traces}}</td><td>{{pct .S.AttacksStopped}}</td><td>{{pct .S.BenignInterrupted}}</td><td>{{pct .S.BenignTasksInterrupted}}</td><td>{{pct .S.IgnoredAttacksInterrupted}}</td><td>{{printf "%.0f" .S.LatencyP50}}</td><td>{{printf "%.0f" .S.LatencyP99}}</td></tr>
+<table><tr><th>group</th><th>traces</th><th>attacks stopped</th><th>benign interrupted</th><th>benign held for approval</th><th>benign tasks interrupted</th><th>benign tasks held</th><th>ignored attacks interrupted</th><th>ignored attacks held</th><th>p50 µs</th><th>p99 µs</th></tr>
+{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.S.Traces}}</td><td>{{pct .S.AttacksStopped}}</td><td>{{pct .S.BenignInterrupted}}</td><td>{{pct .S.BenignHeld}}</td><td>{{pct .S.BenignTasksInterrupted}}</td><td>{{pct .S.BenignTasksHeld}}</td><td>{{pct .S.IgnoredAttacksInterrupted}}</td><td>{{pct .S.IgnoredAttacksHeld}}</td><td>{{printf "%.0f" .S.LatencyP50}}</td><td>{{printf "%.0f" .S.LatencyP99}}</td></tr>
 {{end}}</table>
-<h2>Calls refused per rule</h2>
+<h2>Calls refused or held per rule</h2>
 <table><tr><th>rule</th><th>calls</th></tr>{{range $k, $v := .R.Summary.Total.RuleHits}}<tr><td><code>{{$k}}</code></td><td>{{$v}}</td></tr>{{end}}</table>
 <h2>Detector flags</h2>
 <table><tr><th>flag</th><th>calls</th></tr>{{range $k, $v := .R.Summary.Total.DetectorHits}}<tr><td><code>{{$k}}</code></td><td>{{$v}}</td></tr>{{end}}</table>

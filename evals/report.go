@@ -65,15 +65,17 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	b.WriteString(".\n\n")
 	fmt.Fprintf(&b, "- **Attacks stopped** at or before the harmful call: **%s**\n", pct(s.Total.AttacksStopped))
-	fmt.Fprintf(&b, "- **Benign sessions interrupted**: **%s**; user tasks: %s\n", pct(s.Total.BenignInterrupted), pct(s.Total.BenignTasksInterrupted))
-	fmt.Fprintf(&b, "- Attacks the agent ignored, interrupted anyway: %s\n", pct(s.Total.IgnoredAttacksInterrupted))
+	fmt.Fprintf(&b, "- **Benign sessions interrupted** (a call denied or the session revoked): **%s**; user tasks: %s\n", pct(s.Total.BenignInterrupted), pct(s.Total.BenignTasksInterrupted))
+	fmt.Fprintf(&b, "- **Benign sessions with a call held for approval** (a person is asked): **%s**; user tasks: %s\n", pct(s.Total.BenignHeld), pct(s.Total.BenignTasksHeld))
+	fmt.Fprintf(&b, "- Attacks the agent ignored, interrupted anyway: %s; held: %s\n", pct(s.Total.IgnoredAttacksInterrupted), pct(s.Total.IgnoredAttacksHeld))
 	fmt.Fprintf(&b, "- Decision latency: p50 %.0f µs, p99 %.0f µs\n\n", s.Total.LatencyP50, s.Total.LatencyP99)
 
-	b.WriteString("| group | traces | attacks stopped | benign interrupted | benign tasks interrupted | ignored attacks interrupted | p50 µs | p99 µs |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| group | traces | attacks stopped | benign interrupted | benign held for approval | benign tasks interrupted | benign tasks held | ignored attacks interrupted | ignored attacks held | p50 µs | p99 µs |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	row := func(name string, g Scores) {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %.0f | %.0f |\n", name, g.Traces, pct(g.AttacksStopped),
-			pct(g.BenignInterrupted), pct(g.BenignTasksInterrupted), pct(g.IgnoredAttacksInterrupted), g.LatencyP50, g.LatencyP99)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f |\n", name, g.Traces, pct(g.AttacksStopped),
+			pct(g.BenignInterrupted), pct(g.BenignHeld), pct(g.BenignTasksInterrupted), pct(g.BenignTasksHeld),
+			pct(g.IgnoredAttacksInterrupted), pct(g.IgnoredAttacksHeld), g.LatencyP50, g.LatencyP99)
 	}
 	for _, k := range sortedKeys(s.BySuite) {
 		row("suite "+k, s.BySuite[k])
@@ -84,7 +86,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	row("**all**", s.Total)
 
 	b.WriteString("\n## Rules and detectors\n\n")
-	b.WriteString("Calls refused per rule (all traces):\n\n| rule | calls | per suite |\n|---|---:|---|\n")
+	b.WriteString("Calls refused or held per rule (all traces):\n\n| rule | calls | per suite |\n|---|---:|---|\n")
 	for _, k := range byCount(s.Total.RuleHits) {
 		fmt.Fprintf(&b, "| `%s` | %d | %s |\n", k, s.Total.RuleHits[k], perGroup(s.BySuite, func(g Scores) int { return g.RuleHits[k] }))
 	}

@@ -51,6 +51,12 @@ type Options struct {
 	// Policy decides calls. Nil: the engine loaded from the config's
 	// policies.paths (allow every call in scope when there are none).
 	Policy gateway.Policy
+	// Shadow names rules of the config's policies to run in shadow mode
+	// for this replay: they are evaluated and reported but decide
+	// nothing. It measures the pack without them (for example without its
+	// approval rules) from the same files. Ignored when Policy is set; an
+	// id that names no rule is an error.
+	Shadow []string
 }
 
 func (o Options) withDefaults() Options {
@@ -149,6 +155,13 @@ type env struct {
 func newEnv(cfg *config.Config, traces []Trace, opts Options) (*env, error) {
 	e := &env{cfg: cfg, opts: opts, policy: opts.Policy, servers: map[string]tools.ServerConfig{},
 		clock: &stepClock{t: opts.Start}}
+	if e.policy == nil && len(opts.Shadow) > 0 {
+		set, err := loadWithShadow(cfg.Policies.Paths, opts.Shadow, cfg.Policies.Options())
+		if err != nil {
+			return nil, fmt.Errorf("load policies: %w", err)
+		}
+		e.policy = set
+	}
 	if e.policy == nil && len(cfg.Policies.Paths) > 0 {
 		engine, err := policies.NewEngine(cfg.Policies.Paths, policies.EngineOptions{
 			Options: cfg.Policies.Options(), Logger: opts.Logger})

@@ -10,8 +10,9 @@ import (
 func (r *Report) WriteSummary(w io.Writer) {
 	s := r.Summary
 	line := func(name string, g Scores) {
-		fmt.Fprintf(w, "%-40s attacks stopped %-18s benign interrupted %-16s tasks %-16s ignored attacks interrupted %s\n",
-			name, pct(g.AttacksStopped), pct(g.BenignInterrupted), pct(g.BenignTasksInterrupted), pct(g.IgnoredAttacksInterrupted))
+		fmt.Fprintf(w, "%-40s attacks stopped %-18s benign interrupted %-16s held %-16s tasks interrupted %-16s held %-16s ignored attacks interrupted %s held %s\n",
+			name, pct(g.AttacksStopped), pct(g.BenignInterrupted), pct(g.BenignHeld), pct(g.BenignTasksInterrupted), pct(g.BenignTasksHeld),
+			pct(g.IgnoredAttacksInterrupted), pct(g.IgnoredAttacksHeld))
 	}
 	for _, k := range sortedKeys(s.BySuite) {
 		line("suite "+k, s.BySuite[k])

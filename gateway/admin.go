@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toolgate/toolgate/internal/audit"
 	"github.com/toolgate/toolgate/policies"
 	"github.com/toolgate/toolgate/sessions"
 )
@@ -397,6 +398,7 @@ func (a *admin) narrowSession(w http.ResponseWriter, r *http.Request) {
 	// this replica's agents here as well does not depend on Watch running.
 	a.g.notifyToolsChanged(id)
 	a.g.log.Info("admin: session narrowed", "session", id, "agent", s.Agent, "removed", remove)
+	a.g.audit(r.Context(), audit.Event{Kind: audit.KindNarrow, Session: id, Agent: s.Agent, Profile: s.Profile, Actor: "operator", Removed: remove}) // telemetry.go
 	writeJSON(w, http.StatusOK, adminSession(s))
 }
 
@@ -423,6 +425,7 @@ func (a *admin) freezeSession(w http.ResponseWriter, r *http.Request) {
 	}
 	a.g.endSession(id)
 	a.g.log.Info("admin: session frozen", "session", id, "agent", s.Agent, "reason", reason)
+	a.g.audit(r.Context(), audit.Event{Kind: audit.KindFreeze, Session: id, Agent: s.Agent, Profile: s.Profile, Actor: "operator", Reason: reason}) // telemetry.go
 	writeJSON(w, http.StatusOK, adminSession(s))
 }
 
@@ -439,6 +442,7 @@ func (a *admin) resumeSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.g.log.Info("admin: session resumed", "session", id, "agent", s.Agent)
+	a.g.audit(r.Context(), audit.Event{Kind: audit.KindResume, Session: id, Agent: s.Agent, Profile: s.Profile, Actor: "operator"}) // telemetry.go
 	writeJSON(w, http.StatusOK, adminSession(s))
 }
 
@@ -459,6 +463,7 @@ func (a *admin) revokeSession(w http.ResponseWriter, r *http.Request) {
 	// this replica. Other replicas follow the store's event.
 	a.g.endSession(id)
 	a.g.log.Info("admin: session revoked", "session", id, "agent", s.Agent, "reason", reason)
+	a.g.audit(r.Context(), audit.Event{Kind: audit.KindRevoke, Session: id, Agent: s.Agent, Profile: s.Profile, Actor: "operator", Reason: reason}) // telemetry.go
 	writeJSON(w, http.StatusOK, adminSession(s))
 }
 
@@ -543,6 +548,7 @@ func (a *admin) revokeAgent(w http.ResponseWriter, r *http.Request) {
 		a.g.log.Warn("admin: agent revoked, but its sessions were not ended here directly", "agent", agent, "err", err)
 	}
 	a.g.log.Info("admin: agent revoked", "agent", agent, "sessions", n, "reason", reason)
+	a.g.audit(r.Context(), audit.Event{Kind: audit.KindRevoke, Agent: agent, Actor: "operator", Reason: reason, Count: n}) // telemetry.go
 	writeJSON(w, http.StatusOK, RevokeAgentResult{Agent: agent, Revoked: n})
 }
 
@@ -637,6 +643,7 @@ func (a *admin) resolveApproval(approve bool) http.HandlerFunc {
 			return
 		}
 		a.g.log.Info("admin: approval resolved", "approval", id, "approved", approve, "by", by)
+		a.g.audit(r.Context(), audit.Event{Kind: audit.KindApproval, Approved: &approve, Actor: orDefault(by, "operator"), Reason: "approval " + id}) // telemetry.go
 		writeJSON(w, http.StatusOK, ResolveResult{ID: id, Approved: approve, By: by})
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/toolgate/toolgate/internal/telemetry"
 	"github.com/toolgate/toolgate/policies"
 	"github.com/toolgate/toolgate/sessions"
 	"github.com/toolgate/toolgate/tools"
@@ -65,6 +68,11 @@ type Call struct {
 	Name      string          // namespaced tool name
 	Args      json.RawMessage // raw arguments, as forwarded
 	Claims    map[string]any  // the agent's identity claims
+	// BeforeEnd, if not nil, runs right before a commit that ends the
+	// session (revoke or freeze), which cancels the session's requests on
+	// every replica: the request carrying this call's answer uses it to
+	// keep itself alive until it has answered.
+	BeforeEnd func()
 }
 
 // Outcome is what was decided and committed for a call.
@@ -128,7 +136,9 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 			in.Flags, risk = det.Inspect(state, in)
 			in.Session.Risk, in.Taint = risk, state.Taint()
 		}
+		pspan := policySpan(ctx) // telemetry.go
 		dec := d.policy().Decide(in)
+		endPolicySpan(pspan, dec, in.Flags, risk)
 		out := Outcome{Decision: dec, Tool: tool, Flags: in.Flags}
 
 		if dec.Action == policies.ActionRequireApproval {
@@ -140,6 +150,9 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 		if det != nil {
 			det.Record(state, in, dec.Action)
 			eff.Detect, eff.Risk = state.Marshal(), &risk
+		}
+		if (eff.Revoke || eff.Freeze) && c.BeforeEnd != nil {
+			c.BeforeEnd()
 		}
 		sess, err := d.Store.Commit(ctx, c.SessionID, snap.Version, rec, eff)
 		switch {
@@ -191,26 +204,27 @@ func (d *Decider) detectState(s *sessions.Session) (*policies.Detectors, *polici
 // the result and the call gets its result tags. It changes nothing when
 // the session's profile has no detectors.
 func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, result string) ([]string, error) {
-	if !out.Forward || d.Detectors == nil || d.Detectors(out.Session.Profile) == nil {
+	if !out.Forward || out.Session == nil || d.Detectors == nil || d.Detectors(out.Session.Profile) == nil {
 		return nil, nil
 	}
+	call := policies.Call{Server: out.Tool.Server, Tool: out.Tool.Upstream, Name: out.Tool.Name,
+		Method: "tools/call", Labels: out.Tool.Labels}
+	// Usually nothing changed since the admitting commit, whose answer
+	// carries the version and detector state: no snapshot needed.
+	snap := out.Session
 	for attempt := 0; attempt < maxAdmitAttempts; attempt++ {
-		snap, err := d.Store.Snapshot(ctx, sessionID)
-		if snap == nil {
-			return nil, storeError(err)
-		}
 		det, state := d.detectState(snap)
-		call := policies.Call{Server: out.Tool.Server, Tool: out.Tool.Upstream, Name: out.Tool.Name,
-			Method: "tools/call", Labels: out.Tool.Labels}
 		tags := det.ObserveResult(state, call, result, out.Tool.Labels, d.now())
-		err = d.Store.Annotate(ctx, sessionID, snap.Version, out.Seq, tags, state.Marshal())
-		if errors.Is(err, sessions.ErrConflict) {
-			continue
+		err := d.Store.Annotate(ctx, sessionID, snap.Version, out.Seq, tags, state.Marshal())
+		if err == nil {
+			return tags, nil
 		}
-		if err != nil {
+		if !errors.Is(err, sessions.ErrConflict) {
 			return nil, storeError(err)
 		}
-		return tags, nil
+		if snap, err = d.Store.Get(ctx, sessionID); err != nil {
+			return nil, storeError(err)
+		}
 	}
 	return nil, sessions.ErrConflict
 }
@@ -234,8 +248,10 @@ func (d *Decider) commitFresh(ctx context.Context, id string, rec sessions.CallR
 
 func (d *Decider) awaitApproval(ctx context.Context, c Call, snap *sessions.Session, tool tools.Tool, dec policies.Decision) (Outcome, error) {
 	approved, why := false, "no approver is configured"
+	wctx, wspan := child(ctx, telemetry.SpanApproval, trace.SpanKindInternal) // telemetry.go
+	defer wspan.End()
 	if d.Approvals != nil {
-		approved, why = d.Approvals.Wait(ctx, PendingApproval{
+		approved, why = d.Approvals.Wait(wctx, PendingApproval{
 			SessionID: c.SessionID, Agent: snap.Agent, Tool: c.Name, Args: c.Args,
 			Rule: dec.Rule, Message: dec.Message,
 		})

@@ -32,12 +32,18 @@ type agentSession struct {
 	endAfter atomic.Bool // end the session once this request is answered
 }
 
-// endAfterAnswer keeps this request alive while the session ends, so that
-// it can carry the answer, and ends the session after it.
-func (as *agentSession) endAfterAnswer() {
+// keepAlive stops this request being cancelled when its session ends, so
+// that it can carry the answer of the call that ends it.
+func (as *agentSession) keepAlive() {
 	if as.untrack != nil {
 		as.untrack()
 	}
+}
+
+// endAfterAnswer keeps this request alive while the session ends and ends
+// the session's other requests on this replica once it has answered.
+func (as *agentSession) endAfterAnswer() {
+	as.keepAlive()
 	as.endAfter.Store(true)
 }
 
@@ -334,7 +340,9 @@ func (g *Gateway) sessionError(err error) *httpError {
 // revoke can cancel it.
 func (g *Gateway) authHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		as, herr := g.authenticate(r)
+		ar, span := g.startAuth(r) // telemetry.go
+		as, herr := g.authenticate(ar)
+		endAuth(r.Context(), span, as, herr)
 		if herr != nil {
 			writeHTTPError(w, herr)
 			return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -285,7 +286,7 @@ func (c *checker) object(depth int) error {
 		return c.errorf("nesting deeper than %d", c.maxDepth)
 	}
 	c.pos++ // {
-	var keys []string
+	var keys keySet
 	c.skipSpace()
 	if c.pos < len(c.buf) && c.buf[c.pos] == '}' {
 		c.pos++
@@ -311,15 +312,9 @@ func (c *checker) object(depth int) error {
 				return c.errorf("invalid key: %v", err)
 			}
 		}
-		for _, k := range keys {
-			if k == key {
-				return fmt.Errorf("duplicate key %q at byte %d", key, keyPos)
-			}
-			if strings.EqualFold(k, key) {
-				return fmt.Errorf("keys %q and %q differ only in case (byte %d): rename one", k, key, keyPos)
-			}
+		if err := keys.add(key, keyPos); err != nil {
+			return err
 		}
-		keys = append(keys, key)
 		c.skipSpace()
 		if c.pos >= len(c.buf) {
 			return errEOF
@@ -345,6 +340,66 @@ func (c *checker) object(depth int) error {
 			return c.errorf("expected ',' or '}' in object")
 		}
 	}
+}
+
+// keySet holds the keys of one object seen so far. Small objects are
+// scanned; past keySetScan keys a map keyed by the case-folded key keeps the
+// check linear, so that one object of many keys cannot cost quadratic time
+// (a 4 MiB object holds some 400,000 keys).
+type keySet struct {
+	list   []string
+	folded map[string]string // foldKey(key) -> key
+}
+
+const keySetScan = 16
+
+// add records key, or reports that an earlier key equals it or differs
+// from it only in case, as strings.EqualFold (and so encoding/json) sees it.
+func (s *keySet) add(key string, pos int) error {
+	clash := func(k string) error {
+		if k == key {
+			return fmt.Errorf("duplicate key %q at byte %d", key, pos)
+		}
+		return fmt.Errorf("keys %q and %q differ only in case (byte %d): rename one", k, key, pos)
+	}
+	if s.folded == nil {
+		for _, k := range s.list {
+			if strings.EqualFold(k, key) {
+				return clash(k)
+			}
+		}
+		s.list = append(s.list, key)
+		if len(s.list) <= keySetScan {
+			return nil
+		}
+		s.folded = make(map[string]string, 2*len(s.list))
+		for _, k := range s.list {
+			s.folded[foldKey(k)] = k
+		}
+		s.list = nil
+		return nil
+	}
+	f := foldKey(key)
+	if k, ok := s.folded[f]; ok {
+		return clash(k)
+	}
+	s.folded[f] = key
+	return nil
+}
+
+// foldKey maps every rune to the smallest rune of its simple case-folding
+// orbit, so that foldKey(a) == foldKey(b) exactly when strings.EqualFold(a, b).
+func foldKey(k string) string {
+	var b strings.Builder
+	b.Grow(len(k))
+	for _, r := range k {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 func (c *checker) array(depth int) error {

@@ -101,6 +101,8 @@ type Options struct {
 	Now func() time.Time
 	// Version is reported to agents as the server version. Empty: "dev".
 	Version string
+	// Telemetry is where spans, metrics and audit events go. Zero: nowhere.
+	Telemetry Telemetry
 }
 
 // Gateway is the MCP server agents talk to.
@@ -116,6 +118,7 @@ type Gateway struct {
 	now      func() time.Time
 	live     *liveRegistry
 	metrics  *Metrics
+	tel      *gatewayTelemetry // spans, metrics, audit (telemetry.go)
 
 	mcp        *server.MCPServer
 	streamable *server.StreamableHTTPServer
@@ -164,16 +167,25 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 	if version == "" {
 		version = "dev"
 	}
+	// Telemetry (telemetry.go): before the hooks and handlers that use it.
+	tel, err := newGatewayTelemetry(opts.Telemetry, g)
+	if err != nil {
+		return nil, err
+	}
+	g.tel = tel
 	hooks := &server.Hooks{}
 	g.registerHooks(hooks)
-	g.mcp = server.NewMCPServer("toolgate", version,
+	g.registerRelayHooks(hooks) // relay_subscribe.go
+	g.registerTelemetryHooks(hooks)
+	g.mcp = server.NewMCPServer("toolgate", version, append([]server.ServerOption{
 		server.WithToolCapabilities(true),
-		server.WithResourceCapabilities(false, true),
+		server.WithResourceCapabilities(true, true), // subscribe: relay_subscribe.go
 		server.WithPromptCapabilities(true),
 		server.WithRecovery(),
 		server.WithHooks(hooks),
 		server.WithToolFilter(g.filterTools),
-	)
+	}, g.relayOptions()...)...) // relay.go: logging, completion, elicitation
+	g.mcp.EnableSampling() // relay.go: upstream sampling requests go to the agent
 	g.streamable = server.NewStreamableHTTPServer(g.mcp,
 		server.WithEndpointPath("/mcp"),
 		// Keeps progress notifications that race the final response
@@ -187,10 +199,11 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 		server.WithUseFullURLForMessageEndpoint(false),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", edgeHandler(g.authHandler(g.streamable), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.Handle("/mcp", edgeHandler(g.traceHandler(g.authHandler(g.streamable)), cfg.MaxBodyBytes, cfg.MaxDepth))
 	mux.Handle("GET /sse", g.authHandler(g.sse.SSEHandler()))
-	mux.Handle("/message", edgeHandler(g.authHandler(g.sse.MessageHandler()), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.Handle("/message", edgeHandler(g.traceHandler(g.authHandler(g.sse.MessageHandler())), cfg.MaxBodyBytes, cfg.MaxDepth))
 	mux.HandleFunc("POST /oauth/token", g.serveToken)
+	mux.HandleFunc("/oauth/authorize", g.serveAuthorize)
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.serveResourceMetadata)
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", g.serveResourceMetadata)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", g.serveAuthServerMetadata)
@@ -294,8 +307,11 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 	if as == nil {
 		return mcp.NewToolResultError("toolgate: this call has no session"), nil
 	}
-	out, err := g.decider.Admit(ctx, Call{SessionID: as.ID, Name: req.Params.Name, Args: req.Params.RawArguments, Claims: as.Claims})
+	actx, ct := g.startCall(ctx, as, req) // telemetry.go
+	out, err := g.decider.Admit(actx, Call{SessionID: as.ID, Name: req.Params.Name, Args: req.Params.RawArguments,
+		Claims: as.Claims, BeforeEnd: as.keepAlive})
 	admitted := time.Now()
+	ct.admitted(ctx, out, err) // spans, metrics, audit (refusals stored before the answer)
 	if err != nil {
 		return g.admitFailure(as, req.Params.Name, err), nil
 	}
@@ -338,7 +354,9 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 		// admitted and before it left: it does not leave.
 		return mcp.NewToolResultError("toolgate: this session has ended; the call was not made"), nil
 	}
-	res, err := g.up.Call(ctx, req.Params.Name, req.Params.RawArguments, opts)
+	uctx, uspan := ct.startUpstream(ctx, out, &opts) // telemetry.go: span, _meta traceparent
+	res, err := g.up.Call(uctx, req.Params.Name, req.Params.RawArguments, opts)
+	ct.endUpstream(ctx, uspan, out, admitted, res, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			g.log.Info("call cancelled", "session", as.ID, "tool", req.Params.Name)

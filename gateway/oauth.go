@@ -131,11 +131,22 @@ func (g *Gateway) serveAuthServerMetadata(w http.ResponseWriter, _ *http.Request
 	base := g.publicURL()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"issuer":                                base,
-		"token_endpoint":                        base + "/oauth/token",
-		"grant_types_supported":                 []string{"client_credentials"},
-		"response_types_supported":              []string{"token"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "private_key_jwt"},
+		"issuer":         base,
+		"token_endpoint": base + "/oauth/token",
+		// RFC 8414 §2 makes authorization_endpoint required unless no grant
+		// uses it, and the official TypeScript SDK refuses metadata without
+		// it. toolgate has no interactive grant: the endpoint only explains.
+		"authorization_endpoint":                           base + "/oauth/authorize",
+		"grant_types_supported":                            []string{"client_credentials"},
+		"response_types_supported":                         []string{"token"},
+		"token_endpoint_auth_methods_supported":            []string{"client_secret_basic", "client_secret_post", "private_key_jwt"},
 		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "ES256", "EdDSA"},
 	})
+}
+
+// serveAuthorize is the authorization endpoint named in the metadata. No
+// grant toolgate supports uses it (RFC 6749 §4.1.2.1 error shape).
+func (g *Gateway) serveAuthorize(w http.ResponseWriter, _ *http.Request) {
+	oauthError(w, http.StatusBadRequest, "unsupported_response_type",
+		"toolgate issues session tokens only with the client_credentials grant at "+g.publicURL()+"/oauth/token", false)
 }

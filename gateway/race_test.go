@@ -98,11 +98,16 @@ func TestRevokeRaceAcrossReplicas(t *testing.T) {
 	}
 	srv := sessionstest.StartRedis(t)
 	prefix := sessionstest.Prefix()
-	newStore := func() sessions.Store {
+	revokeRace(t, func() sessions.Store {
 		rc := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 		t.Cleanup(func() { _ = rc.Close() })
 		return sessions.NewRedis(rc, sessions.RedisOptions{Prefix: prefix})
-	}
+	})
+}
+
+// revokeRace runs the two-replica revoke race on stores made by newStore,
+// which must share one Redis (standalone, Sentinel or Cluster).
+func revokeRace(t *testing.T, newStore func() sessions.Store) {
 	up, upURL := startCountingUpstream(t)
 	stores := []sessions.Store{newStore(), newStore()}
 	replicas := []*replica{

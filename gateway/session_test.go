@@ -36,7 +36,8 @@ type replicaOpts struct {
 	profiles map[string]*gateway.ProfileConfig
 	policy   string // inline policy YAML; empty: none
 	now      func() time.Time
-	upstream string // URL of an extra streamable-http upstream named "web"
+	upstream string        // URL of an extra streamable-http upstream named "web"
+	timeout  time.Duration // per call to "web"; zero: 10s
 }
 
 func defaultProfiles() map[string]*gateway.ProfileConfig {
@@ -57,7 +58,10 @@ func startReplica(t *testing.T, o replicaOpts) *replica {
 	}
 	servers := []tools.ServerConfig{{Name: "demo", Transport: "builtin", Builtin: "demo"}}
 	if o.upstream != "" {
-		servers = append(servers, tools.ServerConfig{Name: "web", Transport: "streamable-http", URL: o.upstream, Timeout: 10 * time.Second})
+		if o.timeout == 0 {
+			o.timeout = 10 * time.Second
+		}
+		servers = append(servers, tools.ServerConfig{Name: "web", Transport: "streamable-http", URL: o.upstream, Timeout: o.timeout})
 	}
 	cfg := tools.Config{Servers: servers}
 	if err := cfg.Validate(); err != nil {

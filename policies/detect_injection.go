@@ -253,14 +253,20 @@ func (s *injectionScorer) scores(labels []string) bool {
 	return s.all || hasAny(labels, s.labels)
 }
 
-// score scores text. It reads at most the first limit bytes.
+// score scores text. The text is normalised once and scanned once for the
+// anchors of every marker (anchorScan); only markers whose anchors occur
+// are confirmed, each on windows around its own occurrences.
 func (s *injectionScorer) score(text string) InjectionScore {
 	norm := normInjection(text)
 	var out InjectionScore
+	if norm == "" {
+		return out
+	}
+	hits := anchors.scan(norm)
 	for i := range injectionMarkers {
 		m := &injectionMarkers[i]
 		w := s.weights[i]
-		if w <= 0 || !m.found(norm) {
+		if w <= 0 || !m.confirm(norm, hits, anchors.refs[i]) {
 			continue
 		}
 		out.Score += w
@@ -270,7 +276,120 @@ func (s *injectionScorer) score(text string) InjectionScore {
 	return out
 }
 
-// found reports whether the marker occurs in norm.
+// anchorTable finds the anchors of every marker in one pass over the
+// normalised text: a bitmap of the anchors' first two bytes rejects most
+// positions with one lookup, and the anchors starting with the byte at a
+// surviving position are compared there.
+type anchorTable struct {
+	pairs [1 << 16 / 64]uint64 // bit b0<<8|b1 set: some anchor starts with b0 b1
+	first [256][]int32         // anchor ref ids by first byte
+	ref   []anchorRef          // by id
+	refs  [][]int32            // per marker, its ref ids in anchor order
+}
+
+// anchorRef is one anchor of one marker.
+type anchorRef struct {
+	s    string
+	word bool
+}
+
+var anchors = newAnchorTable()
+
+func newAnchorTable() *anchorTable {
+	t := &anchorTable{refs: make([][]int32, len(injectionMarkers))}
+	for i, m := range injectionMarkers {
+		for _, a := range m.anchors {
+			if len(a) < 2 {
+				panic("injection marker " + m.name + ": anchor " + a + " is shorter than 2 bytes")
+			}
+			id := int32(len(t.ref))
+			t.ref = append(t.ref, anchorRef{s: a, word: m.word})
+			t.refs[i] = append(t.refs[i], id)
+			p := uint16(a[0])<<8 | uint16(a[1])
+			t.pairs[p/64] |= 1 << (p % 64)
+			t.first[a[0]] = append(t.first[a[0]], id)
+		}
+	}
+	return t
+}
+
+// anchorHits are the occurrences of each anchor ref found by one scan:
+// at most maxAnchorHits per ref, since a marker never checks more.
+type anchorHits struct {
+	n   []uint8 // per ref
+	pos []int32 // per ref, maxAnchorHits slots
+}
+
+// scan finds, for every anchor ref, its first maxAnchorHits occurrences
+// that do not overlap an earlier occurrence of the same anchor and, for
+// whole-word anchors, stand as a word: the occurrences a search with
+// strings.Index from the end of the previous one would give.
+func (t *anchorTable) scan(norm string) anchorHits {
+	n := len(t.ref)
+	buf := make([]int32, n*(maxAnchorHits+1))
+	h := anchorHits{n: make([]uint8, n), pos: buf[:n*maxAnchorHits]}
+	next := buf[n*maxAnchorHits:] // per ref, the first position a new occurrence may start at
+	for i := 0; i+1 < len(norm); i++ {
+		p := uint16(norm[i])<<8 | uint16(norm[i+1])
+		if t.pairs[p/64]&(1<<(p%64)) == 0 {
+			continue
+		}
+		for _, id := range t.first[norm[i]] {
+			r := &t.ref[id]
+			if int32(i) < next[id] || h.n[id] >= maxAnchorHits || !strings.HasPrefix(norm[i:], r.s) {
+				continue
+			}
+			next[id] = int32(i + len(r.s))
+			if r.word && !wordAt(norm, i, i+len(r.s)) {
+				continue
+			}
+			h.pos[int(id)*maxAnchorHits+int(h.n[id])] = int32(i)
+			h.n[id]++
+		}
+	}
+	return h
+}
+
+// confirm reports whether the marker occurs in norm, given the
+// occurrences of its anchors: anchors in order, each occurrence in order,
+// at most maxAnchorHits of them checked in all.
+func (m *injectionMarker) confirm(norm string, h anchorHits, refs []int32) bool {
+	checked := 0
+	for k, id := range refs {
+		a := m.anchors[k]
+		for _, j := range h.pos[int(id)*maxAnchorHits : int(id)*maxAnchorHits+int(h.n[id])] {
+			if checked >= maxAnchorHits {
+				return false
+			}
+			checked++
+			if m.at(norm, int(j), int(j)+len(a)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// at reports whether the anchor occurrence norm[j:k] confirms the marker.
+func (m *injectionMarker) at(norm string, j, k int) bool {
+	if m.check != nil {
+		return m.check(norm, j, k)
+	}
+	if m.re == nil {
+		return true
+	}
+	lo, hi := max(0, j-m.before), min(len(norm), k+m.after)
+	if m.before == 0 {
+		lo = j
+	}
+	if m.after == 0 {
+		hi = k
+	}
+	return m.re.MatchString(norm[lo:hi])
+}
+
+// found reports whether the marker occurs in norm, searching each anchor
+// separately. It is the reference the one-pass scan is tested against.
 func (m *injectionMarker) found(norm string) bool {
 	hits := 0
 	for _, a := range m.anchors {
@@ -286,23 +405,7 @@ func (m *injectionMarker) found(norm string) bool {
 				continue
 			}
 			hits++
-			if m.check != nil {
-				if m.check(norm, j, j+len(a)) {
-					return true
-				}
-				continue
-			}
-			if m.re == nil {
-				return true
-			}
-			lo, hi := max(0, j-m.before), min(len(norm), j+len(a)+m.after)
-			if m.before == 0 {
-				lo = j
-			}
-			if m.after == 0 {
-				hi = j + len(a)
-			}
-			if m.re.MatchString(norm[lo:hi]) {
+			if m.at(norm, j, j+len(a)) {
 				return true
 			}
 		}
@@ -450,8 +553,28 @@ func imperativeWithRecipient(norm string, i, j int) bool {
 	if !strings.ContainsAny(rest, "@.0123456789") {
 		return false // no address, host or account number can be there
 	}
-	for _, tok := range strings.FieldsFunc(rest, func(r rune) bool { return r == ' ' || strings.ContainsRune("\"'()<>,;`", r) }) {
-		if recipientLike(strings.TrimRight(tok, ".!?:")) {
+	// The tokens of rest split at spaces and quoting punctuation, without
+	// allocating: this runs for every imperative verb of a long text.
+	isSep := func(c byte) bool {
+		switch c {
+		case ' ', '"', '\'', '(', ')', '<', '>', ',', ';', '`':
+			return true
+		}
+		return false
+	}
+	for k := 0; k < len(rest); {
+		for k < len(rest) && isSep(rest[k]) {
+			k++
+		}
+		start := k
+		for k < len(rest) && !isSep(rest[k]) {
+			k++
+		}
+		end := k // trailing sentence punctuation is not part of an address
+		for end > start && strings.IndexByte(".!?:", rest[end-1]) >= 0 {
+			end--
+		}
+		if start < end && recipientLike(rest[start:end]) {
 			return true
 		}
 	}

@@ -236,3 +236,61 @@ func BenchmarkScoreInjection(b *testing.B) {
 		})
 	}
 }
+
+// TestAnchorScanMatchesSearch checks that the one-pass anchor scan finds
+// every marker exactly where the per-marker substring search does, on the
+// texts of the tests above, the benchmark texts and random mixtures of
+// anchors, separators and noise.
+func TestAnchorScanMatchesSearch(t *testing.T) {
+	texts := []string{benchText(false), benchText(true), injectedMail, "!!!!!!! important!!!!", "aiai ai ai. a.i. gpt-4", "userusers user user", "ignore ignore previous instructions"}
+	var words []string
+	for _, m := range injectionMarkers {
+		words = append(words, m.anchors...)
+	}
+	words = append(words, " ", "\n", ".", "you", "the", "please", "previous instructions", "x@y.example", "www.site.example", "task", "!", "to you,")
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 500 {
+		var b strings.Builder
+		for range 1 + r.IntN(120) {
+			b.WriteString(words[r.IntN(len(words))])
+			if r.IntN(3) == 0 {
+				b.WriteByte(' ')
+			}
+		}
+		texts = append(texts, b.String())
+	}
+	for _, text := range texts {
+		norm := normInjection(text)
+		hits := anchors.scan(norm)
+		for i := range injectionMarkers {
+			m := &injectionMarkers[i]
+			if got, want := m.confirm(norm, hits, anchors.refs[i]), m.found(norm); got != want {
+				t.Errorf("marker %s on %q: scan = %v; search = %v", m.name, norm, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkInjectionMarkers compares the one-pass anchor scan with one
+// substring search per anchor, on the same 4 KiB texts and in the same
+// run, so the ratio holds on a noisy machine.
+func BenchmarkInjectionMarkers(b *testing.B) {
+	for _, injected := range []bool{false, true} {
+		norm := normInjection(benchText(injected))
+		b.Run(fmt.Sprintf("scan_injected=%v", injected), func(b *testing.B) {
+			for b.Loop() {
+				hits := anchors.scan(norm)
+				for i := range injectionMarkers {
+					injectionMarkers[i].confirm(norm, hits, anchors.refs[i])
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("search_injected=%v", injected), func(b *testing.B) {
+			for b.Loop() {
+				for i := range injectionMarkers {
+					injectionMarkers[i].found(norm)
+				}
+			}
+		})
+	}
+}

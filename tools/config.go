@@ -51,6 +51,12 @@ type ServerConfig struct {
 	Headers        map[string]string `yaml:"headers"`          // literal, non-secret headers
 	HeadersFromEnv map[string]string `yaml:"headers_from_env"` // header -> env var name, value used as-is
 
+	// Unprefixed offers this server's tools and prompts under their own
+	// names, without "<name><separator>": for one server whose clients
+	// expect its names as they are (a conformance fixture, say). Names that
+	// collide with another server's are left out, as always.
+	Unprefixed bool `yaml:"unprefixed"`
+
 	Timeout    time.Duration       `yaml:"timeout"`     // per-call deadline; default 60s
 	Labels     []string            `yaml:"labels"`      // labels for every tool of this server
 	ToolLabels map[string][]string `yaml:"tool_labels"` // glob over the upstream tool name -> labels

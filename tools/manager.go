@@ -77,6 +77,8 @@ type Manager struct {
 
 	progressMu sync.Mutex
 	progress   map[string]*progressRoute // upstream progress token -> in-flight call
+
+	relay relayState // resource-update listener (relay_subscribe.go)
 }
 
 // New validates cfg and prepares a Manager; it does no I/O.

@@ -14,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/toolgate/toolgate/tools/demo"
 )
@@ -42,6 +43,7 @@ type conn struct {
 	lostErr  error
 	check    chan struct{} // a call failed at the transport: ping now
 	relist   chan struct{} // the upstream said a list changed
+	relays   relaySet      // agents whose requests are in flight on this connection
 }
 
 func newConn() *conn {
@@ -186,11 +188,17 @@ func (m *Manager) connect(u *upstream) (*conn, *listing, error) {
 		_ = c.client.Close()
 		return nil, nil, fmt.Errorf("start %s transport: %w", u.cfg.Transport, err)
 	}
+	// Sampling and elicitation requests go to the agent being served
+	// (relay.go), not to mcp-go's client handlers.
+	if bidi, ok := tr.(transport.BidirectionalInterface); ok {
+		bidi.SetRequestHandler(m.serveUpstreamRequest(u.cfg.Name, c))
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, u.connectTimeout())
 	defer cancel()
 	req := mcp.InitializeRequest{}
 	req.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	req.Params.ClientInfo = mcp.Implementation{Name: "toolgate", Version: "0.1.0"}
+	req.Params.Capabilities = upstreamCapabilities()
 	if _, err := c.client.Initialize(ctx, req); err != nil {
 		_ = c.client.Close()
 		return nil, nil, fmt.Errorf("initialize: %w", err)
@@ -238,15 +246,23 @@ func (m *Manager) newTransport(u *upstream) (transport.Interface, error) {
 			return nil, err
 		}
 		if cfg.Transport == TransportSSE {
-			return transport.NewSSE(cfg.URL, transport.WithHeaders(headers),
+			return transport.NewSSE(cfg.URL, transport.WithHeaders(headers), transport.WithHeaderFunc(traceHeaders),
 				transport.WithSSELogger(m.log.With("server", cfg.Name)))
 		}
-		return transport.NewStreamableHTTP(cfg.URL, transport.WithHTTPHeaders(headers),
+		return transport.NewStreamableHTTP(cfg.URL, transport.WithHTTPHeaders(headers), transport.WithHTTPHeaderFunc(traceHeaders),
 			// The GET stream carries list_changed notifications.
 			transport.WithContinuousListening(),
 			transport.WithHTTPLogger(m.log.With("server", cfg.Name)))
 	}
 	return nil, fmt.Errorf("unknown transport %q", cfg.Transport)
+}
+
+// traceHeaders carries the call's trace context to an HTTP upstream as
+// W3C traceparent/tracestate headers (it goes in _meta too, see Call).
+func traceHeaders(ctx context.Context) map[string]string {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return carrier
 }
 
 // baseEnv lists the variables of toolgate's environment a stdio child inherits.
@@ -369,6 +385,10 @@ func (m *Manager) onNotification(c *conn, n mcp.JSONRPCNotification) {
 		mcp.MethodNotificationResourcesListChanged,
 		mcp.MethodNotificationPromptsListChanged:
 		poke(c.relist)
+	case mcp.MethodNotificationMessage:
+		m.relayNotification(c, n)
+	case mcp.MethodNotificationResourceUpdated:
+		m.resourceUpdated(n)
 	}
 }
 
@@ -391,6 +411,9 @@ func (m *Manager) rpc(ctx context.Context, c *conn, method string, params any) (
 	req := transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: id, Method: method, Params: params}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if r := relayFrom(ctx); r != nil {
+		defer c.relays.add(r)()
 	}
 	resp, err := c.transport.SendRequest(ctx, req)
 	if err != nil {
@@ -441,7 +464,7 @@ func (m *Manager) list(ctx context.Context, u *upstream, c *conn) (*listing, err
 				l.problems = append(l.problems, fmt.Sprintf("server %q: a tool could not be decoded (%v); left out", u.cfg.Name, err))
 				continue
 			}
-			name := u.cfg.Name + m.sep + head.Name
+			name := m.publicName(u.cfg, head.Name)
 			switch {
 			case head.Name == "" || !toolNameRE.MatchString(name):
 				l.problems = append(l.problems, fmt.Sprintf("server %q tool %q: namespaced name %q is invalid (allowed: letters, digits, '_', '.', '-'; 1-128 characters); left out", u.cfg.Name, head.Name, name))
@@ -468,7 +491,7 @@ func (m *Manager) list(ctx context.Context, u *upstream, c *conn) (*listing, err
 				l.problems = append(l.problems, fmt.Sprintf("server %q: a resource without a readable uri was left out", u.cfg.Name))
 				continue
 			}
-			l.resources = append(l.resources, Resource{Name: u.cfg.Name + m.sep + head.Name, Server: u.cfg.Name, Upstream: head.Name, URI: head.URI, Raw: raw})
+			l.resources = append(l.resources, Resource{Name: m.publicName(u.cfg, head.Name), Server: u.cfg.Name, Upstream: head.Name, URI: head.URI, Raw: raw})
 		}
 		raws, err = m.listAll(ctx, c, string(mcp.MethodResourcesTemplatesList), "resourceTemplates")
 		if err != nil {
@@ -483,7 +506,7 @@ func (m *Manager) list(ctx context.Context, u *upstream, c *conn) (*listing, err
 				l.problems = append(l.problems, fmt.Sprintf("server %q: a resource template without a valid uriTemplate was left out", u.cfg.Name))
 				continue
 			}
-			l.templates = append(l.templates, ResourceTemplate{Name: u.cfg.Name + m.sep + head.Name, Server: u.cfg.Name, Upstream: head.Name,
+			l.templates = append(l.templates, ResourceTemplate{Name: m.publicName(u.cfg, head.Name), Server: u.cfg.Name, Upstream: head.Name,
 				URITemplate: head.URITemplate.Raw(), Raw: raw, template: head.URITemplate})
 		}
 	}
@@ -500,7 +523,7 @@ func (m *Manager) list(ctx context.Context, u *upstream, c *conn) (*listing, err
 				l.problems = append(l.problems, fmt.Sprintf("server %q: a prompt without a name was left out", u.cfg.Name))
 				continue
 			}
-			l.prompts = append(l.prompts, Prompt{Name: u.cfg.Name + m.sep + head.Name, Server: u.cfg.Name, Upstream: head.Name, Raw: raw})
+			l.prompts = append(l.prompts, Prompt{Name: m.publicName(u.cfg, head.Name), Server: u.cfg.Name, Upstream: head.Name, Raw: raw})
 		}
 	}
 	return l, nil

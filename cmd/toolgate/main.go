@@ -22,10 +22,12 @@ type command struct {
 
 var commands = map[string]command{
 	"agents":    {"lock, unlock or revoke an agent over the admin API (agents show|lock|unlock|revoke AGENT)", runAgents},
+	"audit":     {"follow the audit stream of decisions and operator actions (audit tail --config FILE)", runAudit},
 	"approvals": {"list, approve or reject calls waiting for approval (approvals ls|approve|reject)", runApprovals},
 	"sessions":  {"list, show, narrow, freeze, resume or revoke sessions (sessions ls|show|narrow|freeze|resume|revoke)", runSessions},
 	"baseline":  {"learn call-chain baselines from benign traces (baseline learn --traces FILE... --out FILE)", runBaseline},
 	"bench":     {"measure what the gateway adds to a tool call", runBench},
+	"connect":   {"stdio bridge to a gateway for agent hosts that launch only local servers (connect --url URL --credential-env NAME)", runConnect},
 	"eval":      {"replay recorded agent sessions and score the policies (eval --config FILE --traces FILE...)", runEval},
 	"policy":    {"check or test policy files, or show and reload the gateway's (policy check|test|status|reload)", runPolicy},
 	"serve":     {"run the gateway", runServe},

@@ -22,7 +22,7 @@ func TestPolicyCommand(t *testing.T) {
 		wantOut  string
 	}{
 		{[]string{"policy", "check", "../../examples/policies"}, 0, "ok"},
-		{[]string{"policy", "test", "../../examples/policies"}, 0, "ok  \t../../examples/policies"},
+		{[]string{"policy", "test", "../../examples/policies/demo"}, 0, "ok  \t../../examples/policies/demo"},
 		{[]string{"policy", "check", broken}, 1, "undeclared reference to 'cal'"},
 		{[]string{"policy"}, 2, "Usage"},
 	}

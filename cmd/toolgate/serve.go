@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +41,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		cfg.Gateway.Listen = *listen
 	}
 	log := newLogger(stderr, cfg.Log)
+	if addr := os.Getenv("TOOLGATE_PPROF_ADDR"); addr != "" {
+		// Profiling for performance work, on an address the operator
+		// chooses (keep it on loopback): net/http/pprof's handlers.
+		go func() {
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			log.Info("pprof listening", "addr", addr, "err", http.ListenAndServe(addr, mux))
+		}()
+	}
 	if err := serve(ctx, cfg, log, nil); err != nil {
 		log.Error("toolgate stopped", "err", err)
 		return 1
@@ -58,12 +69,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return fmt.Errorf("session store: %w", err)
 	}
 	defer closeStore()
+	obs, err := startObservability(ctx, cfg, log) // audit.go: traces, metrics, audit, Shared Signals
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 
 	var policy gateway.Policy
 	var engine *policies.Engine
 	if len(cfg.Policies.Paths) > 0 {
 		engine, err = policies.NewEngine(cfg.Policies.Paths, policies.EngineOptions{
-			Options: cfg.Policies.Options(), Logger: log.With("component", "policies")})
+			Options: cfg.Policies.Options(), Logger: log.With("component", "policies"), OnReload: obs.policyReloaded})
 		if err != nil {
 			return fmt.Errorf("load policies: %w", err)
 		}
@@ -95,11 +111,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	defer manager.Close()
 	gw, err = gateway.New(cfg.Gateway, manager, gateway.Options{
 		Store: store, Auth: auth, Profiles: cfg.Profiles, Policy: policy,
-		Logger: log.With("component", "gateway"), Version: version,
+		Logger: log.With("component", "gateway"), Version: version, Telemetry: obs.gatewayTelemetry(cfg),
 	})
 	if err != nil {
 		return err
 	}
+	obs.gw.Store(gw) // policy reloads are reported from here on
 	gwReady.Unlock()
 	if err := manager.Start(ctx); err != nil {
 		// Upstreams that are down keep reconnecting; the others serve.
@@ -130,7 +147,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		if err != nil {
 			return fmt.Errorf("admin listen: %w", err)
 		}
-		asrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+		asrv := &http.Server{Handler: obs.adminHandler(admin), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- asrv.Serve(aln) }()
 		servers = append(servers, asrv)
 		log.Info("admin API listening", "addr", aln.Addr().String())

@@ -70,3 +70,104 @@ func TestComposeFile(t *testing.T) {
 		t.Error("service toolgate mounts no configuration under /etc/toolgate/")
 	}
 }
+
+// TestComposeObservability checks the observability services of
+// docker-compose.yml: they exist, the collector's pipelines name only
+// receivers and exporters it defines, traces reach the jaeger service,
+// Prometheus scrapes services that exist, and toolgate's config exports to
+// the collector.
+func TestComposeObservability(t *testing.T) {
+	root := filepath.Join("..", "..")
+	var compose struct {
+		Services map[string]struct {
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	readYAML(t, filepath.Join(root, "docker-compose.yml"), &compose)
+	for _, name := range []string{"otel-collector", "jaeger", "prometheus"} {
+		if _, ok := compose.Services[name]; !ok {
+			t.Errorf("docker-compose.yml has no service %q", name)
+		}
+	}
+
+	var col struct {
+		Receivers map[string]any `yaml:"receivers"`
+		Exporters map[string]struct {
+			Endpoint string `yaml:"endpoint"`
+		} `yaml:"exporters"`
+		Processors map[string]any `yaml:"processors"`
+		Service    struct {
+			Pipelines map[string]struct {
+				Receivers  []string `yaml:"receivers"`
+				Processors []string `yaml:"processors"`
+				Exporters  []string `yaml:"exporters"`
+			} `yaml:"pipelines"`
+		} `yaml:"service"`
+	}
+	readYAML(t, filepath.Join(root, "deploy", "otel-collector.yaml"), &col)
+	for _, p := range []string{"traces", "metrics"} {
+		pl, ok := col.Service.Pipelines[p]
+		if !ok {
+			t.Errorf("collector has no %s pipeline", p)
+		}
+		for _, r := range pl.Receivers {
+			if _, ok := col.Receivers[r]; !ok {
+				t.Errorf("collector pipeline %s names undefined receiver %q", p, r)
+			}
+		}
+		for _, e := range pl.Exporters {
+			if _, ok := col.Exporters[e]; !ok {
+				t.Errorf("collector pipeline %s names undefined exporter %q", p, e)
+			}
+		}
+	}
+	if ep := col.Exporters["otlp/jaeger"].Endpoint; !strings.HasPrefix(ep, "jaeger:") {
+		t.Errorf("collector sends traces to %q; want the jaeger service", ep)
+	}
+
+	var prom struct {
+		ScrapeConfigs []struct {
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, filepath.Join(root, "deploy", "prometheus.yml"), &prom)
+	for _, sc := range prom.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				host, _, _ := strings.Cut(target, ":")
+				if _, ok := compose.Services[host]; !ok {
+					t.Errorf("prometheus scrapes %s, which is not a compose service", target)
+				}
+			}
+		}
+	}
+
+	cfg, err := Load(filepath.Join(root, "deploy", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []string{cfg.Telemetry.Traces.Endpoint, cfg.Telemetry.Metrics.Endpoint} {
+		if !strings.HasPrefix(got, "otel-collector:") {
+			t.Errorf("toolgate exports to %q; want the otel-collector service", got)
+		}
+	}
+	if !cfg.Telemetry.Metrics.Prometheus || cfg.Admin.Listen == "" {
+		t.Error("toolgate serves no Prometheus /metrics on its admin listener")
+	}
+	if cfg.Store.Type != "redis" {
+		t.Errorf("store = %s; want redis, so that the audit stream is durable", cfg.Store.Type)
+	}
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}

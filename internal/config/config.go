@@ -9,10 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/internal/audit"
+	"github.com/toolgate/toolgate/internal/telemetry"
 	"github.com/toolgate/toolgate/policies"
 	"github.com/toolgate/toolgate/tools"
 )
@@ -27,6 +31,9 @@ type Config struct {
 	Policies policies.Config                   `yaml:"policies"`
 	Tools    tools.Config                      `yaml:"tools"`
 	Log      Log                               `yaml:"log"`
+	// Telemetry and Audit: traces, metrics, the audit stream (issue 7).
+	Telemetry telemetry.Config `yaml:"telemetry"`
+	Audit     audit.Config     `yaml:"audit"`
 }
 
 // Log says how toolgate logs.
@@ -57,6 +64,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Tools.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("tools: %w", err))
+	}
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Audit.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "":
@@ -108,6 +121,8 @@ func (c *Config) resolve(dir string) {
 	for i := range c.Identity.JWT {
 		abs(&c.Identity.JWT[i].JWKSFile)
 	}
+	abs(&c.Audit.File)
+	abs(&c.Audit.SharedSignals.KeyFile)
 	for i := range c.Tools.Servers {
 		abs(&c.Tools.Servers[i].Sandbox)
 		abs(&c.Tools.Servers[i].Dir)
@@ -139,4 +154,54 @@ func parse(data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// AuditSink opens where audit events go: the Redis Stream with the redis
+// store, the audit file with the memory store, or nil (the log only). It
+// opens its own Redis client, configured as the store's; close releases it.
+func (c *Config) AuditSink(lookupEnv func(string) (string, bool)) (sink audit.Sink, close func() error, err error) {
+	if c.Store.Type != "redis" {
+		if c.Audit.File == "" {
+			return nil, func() error { return nil }, nil
+		}
+		f, err := audit.OpenFile(c.Audit.File)
+		if err != nil {
+			return nil, nil, fmt.Errorf("audit.file: %w", err)
+		}
+		return f, f.Close, nil
+	}
+	client, err := c.Store.redisClient(lookupEnv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return audit.NewRedisStream(client, c.Audit.StreamKey(c.Store.Redis.Prefix), c.Audit.MaxLen), client.Close, nil
+}
+
+// redisClient connects to the store's Redis as Store.Open does.
+func (s Store) redisClient(lookupEnv func(string) (string, bool)) (redis.UniversalClient, error) {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	r := s.Redis
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 500 * time.Millisecond
+	}
+	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName,
+		ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout}
+	if r.URL != "" {
+		u, err := redis.ParseURL(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("store.redis.url: %w", err)
+		}
+		opts.Addrs, opts.Username, opts.Password, opts.DB, opts.TLSConfig = []string{u.Addr}, u.Username, u.Password, u.DB, u.TLSConfig
+	}
+	if r.PasswordEnv != "" {
+		v, ok := lookupEnv(r.PasswordEnv)
+		if !ok {
+			return nil, fmt.Errorf("store.redis.password_env: %s is not set", r.PasswordEnv)
+		}
+		opts.Password = v
+	}
+	return redis.NewUniversalClient(opts), nil
 }

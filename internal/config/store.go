@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,16 +22,28 @@ type Store struct {
 	Redis RedisStore `yaml:"redis"`
 }
 
-// RedisStore locates Redis: one URL, or a list of addresses (Cluster), or
-// a Sentinel master name with its sentinels' addresses.
+// RedisStore locates Redis, in one of three deployments:
+//
+//   - standalone: url redis://[user:pass@]host:port[/db], or addrs with one address;
+//   - Sentinel: master_name with the sentinels in addrs, or in the url as
+//     redis://sentinel1:26379?master_name=NAME&addr=sentinel2:26379;
+//   - Cluster: two or more addrs (any nodes; the rest are discovered), or
+//     cluster: true with one, or the url redis://node1:6379?addr=node2:6379
+//     (or ?cluster=true with one node).
 type RedisStore struct {
-	URL         string        `yaml:"url"`          // redis://[user@]host:port/db
+	URL         string        `yaml:"url"`          // see above
 	Addrs       []string      `yaml:"addrs"`        // cluster nodes or sentinels
 	MasterName  string        `yaml:"master_name"`  // Sentinel
+	Cluster     bool          `yaml:"cluster"`      // one address that is a cluster node
 	PasswordEnv string        `yaml:"password_env"` // variable holding the password
 	Prefix      string        `yaml:"prefix"`       // key prefix; default "toolgate"
 	Timeout     time.Duration `yaml:"timeout"`      // per command; default 500ms
 }
+
+// DefaultRedisTimeout bounds each Redis command when store.redis.timeout is
+// not set: a call waits at most about this long (times MaxRetries+1) for a
+// slow store before it is refused.
+const DefaultRedisTimeout = 500 * time.Millisecond
 
 func (s *Store) validate() error {
 	switch s.Type {
@@ -37,22 +51,140 @@ func (s *Store) validate() error {
 		s.Type = "memory"
 	case "memory":
 	case "redis":
-		r := s.Redis
-		if (r.URL == "") == (len(r.Addrs) == 0) {
-			return errors.New("store.redis: give url, or addrs (with master_name for Sentinel)")
-		}
-		if r.URL != "" {
-			if _, err := redis.ParseURL(r.URL); err != nil {
-				return fmt.Errorf("store.redis.url: %v", err)
-			}
-		}
-		if r.Timeout < 0 {
-			return fmt.Errorf("store.redis.timeout: %v must be positive", r.Timeout)
+		if _, err := s.Redis.Options(); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("store.type: %q is not memory or redis", s.Type)
 	}
 	return nil
+}
+
+// Validate reports the first problem with the Redis location, phrased as what to change.
+func (r RedisStore) Validate() error {
+	_, err := r.Options()
+	return err
+}
+
+// Options turns the configuration into go-redis universal options: which
+// client NewUniversalClient makes follows from them (a Sentinel
+// master name, several addresses or IsClusterMode, else one server). The
+// password is not filled in; Open reads it from password_env.
+func (r RedisStore) Options() (*redis.UniversalOptions, error) {
+	if (r.URL == "") == (len(r.Addrs) == 0) {
+		return nil, errors.New("store.redis: give url, or addrs (with master_name for Sentinel), not both")
+	}
+	if r.Timeout < 0 {
+		return nil, fmt.Errorf("store.redis.timeout: %v must be positive, or 0 for %v", r.Timeout, DefaultRedisTimeout)
+	}
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = DefaultRedisTimeout
+	}
+	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName, IsClusterMode: r.Cluster,
+		ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout}
+	if r.URL != "" {
+		if r.MasterName != "" || r.Cluster {
+			return nil, errors.New("store.redis: with url, give master_name and cluster in the url (?master_name=NAME, ?cluster=true), not as fields")
+		}
+		if err := fromURL(r.URL, opts); err != nil {
+			return nil, fmt.Errorf("store.redis.url: %w", err)
+		}
+	}
+	for i, a := range opts.Addrs {
+		if _, port, err := splitAddr(a); err != nil {
+			return nil, fmt.Errorf("store.redis.addrs[%d]: %q: %v: write host:port", i, a, err)
+		} else if port == "" {
+			return nil, fmt.Errorf("store.redis.addrs[%d]: %q has no port: write host:port", i, a)
+		}
+	}
+	if opts.MasterName != "" && opts.IsClusterMode {
+		return nil, errors.New("store.redis: master_name (Sentinel) and cluster exclude each other: keep one")
+	}
+	return opts, nil
+}
+
+func splitAddr(a string) (host, port string, err error) {
+	u, err := url.Parse("redis://" + a)
+	if err != nil {
+		return "", "", err
+	}
+	if u.Path != "" || u.RawQuery != "" || u.User != nil {
+		return "", "", errors.New("not a bare address")
+	}
+	return u.Hostname(), u.Port(), nil
+}
+
+// fromURL reads a redis:// or rediss:// URL into opts: the first address
+// from the host, more from repeated addr parameters, master_name for
+// Sentinel and cluster=true for a single cluster node. The rest of the
+// query (timeouts, pool sizes) is go-redis's own URL syntax.
+func fromURL(raw string, opts *redis.UniversalOptions) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("scheme %q: use redis:// or rediss://", u.Scheme)
+	}
+	q := u.Query()
+	cluster := false
+	if v := q.Get("cluster"); v != "" {
+		if cluster, err = strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("cluster=%q: write cluster=true or leave it out", v)
+		}
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+	}
+	switch {
+	case q.Get("master_name") != "":
+		if cluster {
+			return errors.New("master_name (Sentinel) and cluster=true exclude each other: keep one")
+		}
+		o, err := redis.ParseFailoverURL(u.String())
+		if err != nil {
+			return err
+		}
+		timeouts(opts, o.DialTimeout, o.ReadTimeout, o.WriteTimeout)
+		opts.MasterName, opts.Addrs = o.MasterName, o.SentinelAddrs
+		opts.Username, opts.Password, opts.DB, opts.TLSConfig = o.Username, o.Password, o.DB, o.TLSConfig
+		// The URL's user info authenticates to the sentinels; ?password= to the master.
+		opts.SentinelUsername, opts.SentinelPassword = o.SentinelUsername, o.SentinelPassword
+	case len(q["addr"]) > 0 || cluster:
+		if u.Path != "" && u.Path != "/" && u.Path != "/0" {
+			return fmt.Errorf("path %q: Redis Cluster has only database 0", u.Path)
+		}
+		u.Path = ""
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return err
+		}
+		timeouts(opts, o.DialTimeout, o.ReadTimeout, o.WriteTimeout)
+		opts.Addrs, opts.IsClusterMode = o.Addrs, true
+		opts.Username, opts.Password, opts.TLSConfig = o.Username, o.Password, o.TLSConfig
+	default:
+		o, err := redis.ParseURL(u.String())
+		if err != nil {
+			return err
+		}
+		timeouts(opts, o.DialTimeout, o.ReadTimeout, o.WriteTimeout)
+		opts.Addrs = []string{o.Addr}
+		opts.Username, opts.Password, opts.DB, opts.TLSConfig = o.Username, o.Password, o.DB, o.TLSConfig
+	}
+	return nil
+}
+
+// timeouts lets timeouts given in the URL win over store.redis.timeout.
+func timeouts(opts *redis.UniversalOptions, dial, read, write time.Duration) {
+	if dial > 0 {
+		opts.DialTimeout = dial
+	}
+	if read > 0 {
+		opts.ReadTimeout = read
+	}
+	if write > 0 {
+		opts.WriteTimeout = write
+	}
 }
 
 // Open connects the configured store. close releases it.
@@ -63,21 +195,11 @@ func (s Store) Open(ctx context.Context, clock sessions.Clock, lookupEnv func(st
 	if s.Type != "redis" {
 		return sessions.NewMemory(sessions.Options{Clock: clock}), func() error { return nil }, nil
 	}
-	r := s.Redis
-	timeout := r.Timeout
-	if timeout == 0 {
-		timeout = 500 * time.Millisecond
+	opts, err := s.Redis.Options()
+	if err != nil {
+		return nil, nil, err
 	}
-	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName,
-		ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout}
-	if r.URL != "" {
-		u, err := redis.ParseURL(r.URL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("store.redis.url: %w", err)
-		}
-		opts.Addrs, opts.Username, opts.Password, opts.DB, opts.TLSConfig = []string{u.Addr}, u.Username, u.Password, u.DB, u.TLSConfig
-	}
-	if r.PasswordEnv != "" {
+	if r := s.Redis; r.PasswordEnv != "" {
 		v, ok := lookupEnv(r.PasswordEnv)
 		if !ok {
 			return nil, nil, fmt.Errorf("store.redis.password_env: %s is not set", r.PasswordEnv)
@@ -85,5 +207,5 @@ func (s Store) Open(ctx context.Context, clock sessions.Clock, lookupEnv func(st
 		opts.Password = v
 	}
 	client := redis.NewUniversalClient(opts)
-	return sessions.NewRedis(client, sessions.RedisOptions{Options: sessions.Options{Clock: clock}, Prefix: r.Prefix}), client.Close, nil
+	return sessions.NewRedis(client, sessions.RedisOptions{Options: sessions.Options{Clock: clock}, Prefix: s.Redis.Prefix}), client.Close, nil
 }
