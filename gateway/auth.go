@@ -67,11 +67,16 @@ type liveRegistry struct {
 	transport map[string]string                           // MCP transport session -> toolgate session
 	byAgent   map[string]map[string]struct{}              // toolgate session -> its transport sessions
 	gone      map[string]time.Time                        // sessions ended, when this replica learnt it
+	gates     map[string]*sync.RWMutex                    // held by a session's forwards, taken by its end
 }
 
 // goneMemory is how long a replica remembers that a session ended, to
 // stop calls admitted just before; the store refuses later ones anyway.
 const goneMemory = time.Minute
+
+// endWait bounds how long ending a session waits for its forwards in
+// progress to return after they were cancelled.
+const endWait = 200 * time.Millisecond
 
 func newLiveRegistry() *liveRegistry {
 	return &liveRegistry{
@@ -79,7 +84,32 @@ func newLiveRegistry() *liveRegistry {
 		transport: map[string]string{},
 		byAgent:   map[string]map[string]struct{}{},
 		gone:      map[string]time.Time{},
+		gates:     map[string]*sync.RWMutex{},
 	}
+}
+
+func (r *liveRegistry) gate(sessionID string) *sync.RWMutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.gates[sessionID]
+	if g == nil {
+		g = &sync.RWMutex{}
+		r.gates[sessionID] = g
+	}
+	return g
+}
+
+// beginForward holds the session's gate while a call admitted at admitted
+// is forwarded; it refuses when the session ended since. The returned
+// function releases the gate.
+func (r *liveRegistry) beginForward(sessionID string, admitted time.Time) (done func(), ok bool) {
+	g := r.gate(sessionID)
+	g.RLock()
+	if r.endedAfter(sessionID, admitted) {
+		g.RUnlock()
+		return nil, false
+	}
+	return g.RUnlock, true
 }
 
 // endedAfter reports whether this replica learnt that the session ended
@@ -114,17 +144,41 @@ func (r *liveRegistry) track(sessionID string, cancel context.CancelFunc) func()
 	}
 }
 
-// end cancels every request of a session and forgets its transport
+// end cancels every request of a session, waits until its forwards in
+// progress have returned, marks it ended, and forgets its transport
 // sessions; it returns those transport sessions.
 func (r *liveRegistry) end(sessionID string) []string {
+	r.mu.Lock()
+	var cancels0 []context.CancelFunc
+	for k := range r.requests[sessionID] {
+		cancels0 = append(cancels0, *k)
+	}
+	r.mu.Unlock()
+	for _, c := range cancels0 {
+		c() // in-flight forwards return promptly once cancelled
+	}
+	// Wait for the forwards holding the gate, a bounded time: a forward
+	// that cannot be cancelled (its request is carrying an answer) must
+	// not hold up this replica's events.
+	g := r.gate(sessionID)
+	locked := false
+	for deadline := time.Now().Add(endWait); ; time.Sleep(time.Millisecond) {
+		if locked = g.TryLock(); locked || time.Now().After(deadline) {
+			break
+		}
+	}
 	r.mu.Lock()
 	now := time.Now()
 	for id, at := range r.gone {
 		if now.Sub(at) > goneMemory {
 			delete(r.gone, id)
+			delete(r.gates, id)
 		}
 	}
 	r.gone[sessionID] = now
+	if locked {
+		g.Unlock()
+	}
 	var cancels []context.CancelFunc
 	for k := range r.requests[sessionID] {
 		cancels = append(cancels, *k)

@@ -349,13 +349,18 @@ func (g *Gateway) callTool(ctx context.Context, req mcp.CallToolRequest) (*mcp.C
 			}
 		}
 	}
-	if g.live.endedAfter(as.ID, admitted) {
-		// The session ended on another replica after this call was
-		// admitted and before it left: it does not leave.
+	// A session's forwards hold its gate: ending the session (on a
+	// revoke or freeze from any replica) waits for them, so that once it is
+	// acknowledged this replica sends nothing more of the session.
+	done, ok := g.live.beginForward(as.ID, admitted)
+	if !ok {
+		// The session ended after this call was admitted and before it
+		// left: it does not leave.
 		return mcp.NewToolResultError("toolgate: this session has ended; the call was not made"), nil
 	}
 	uctx, uspan := ct.startUpstream(ctx, out, &opts) // telemetry.go: span, _meta traceparent
 	res, err := g.up.Call(uctx, req.Params.Name, req.Params.RawArguments, opts)
+	done()
 	ct.endUpstream(ctx, uspan, out, admitted, res, err)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -467,6 +472,10 @@ func (g *Gateway) Watch(ctx context.Context) error {
 		case sessions.EventRevoked, sessions.EventFrozen, sessions.EventExpired:
 			g.log.Info("session ended on this replica", "session", ev.SessionID, "agent", ev.Agent, "event", ev.Kind, "reason", ev.Reason)
 			g.endSession(ev.SessionID)
+			// The revoking replica waits for this before it answers.
+			if err := g.store.Ack(ctx, ev); err != nil {
+				g.log.Warn("session event not acknowledged", "session", ev.SessionID, "event", ev.Kind, "err", err)
+			}
 		case sessions.EventNarrowed:
 			g.notifyToolsChanged(ev.SessionID)
 		}

@@ -23,7 +23,8 @@ local m, h, blk = KEYS[1], KEYS[2], KEYS[3]
 local ch, now, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 local function publish(kind, reason)
-  redis.call('PUBLISH', ch, cjson.encode({id = id, agent = redis.call('HGET', m, 'a'), kind = kind, reason = reason}))
+  redis.call('PUBLISH', ch, cjson.encode({id = id, agent = redis.call('HGET', m, 'a'), kind = kind, reason = reason,
+    v = tonumber(redis.call('HGET', m, 'v'))}))
 end
 
 -- refresh turns an active or frozen session whose expiry or idle timeout passed into an

@@ -3,7 +3,9 @@ package sessions
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -24,6 +26,11 @@ type Options struct {
 	Grace time.Duration
 	// EventBuffer is the channel size of each subscription. Zero: 256.
 	EventBuffer int
+	// AckTimeout bounds how long a revoke or freeze waits for the subscribed replicas to
+	// confirm they stopped the session's calls (see Store.Ack). Zero: 250ms.
+	AckTimeout time.Duration
+	// ReplicaID names this replica in acknowledgements. Empty: a random id.
+	ReplicaID string
 }
 
 func (o Options) withDefaults() Options {
@@ -33,6 +40,14 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Grace <= 0 {
 		o.Grace = time.Minute
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 250 * time.Millisecond
+	}
+	if o.ReplicaID == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		o.ReplicaID = hex.EncodeToString(b[:])
 	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 256
@@ -49,6 +64,18 @@ type Memory struct {
 	sessions map[string]*memEntry
 	locked   map[string]bool
 	subs     map[chan Event]struct{}
+	acks     map[ackKey]*ackWait // revokes and freezes waiting for subscribers
+}
+
+type ackKey struct {
+	id      string
+	version int64
+}
+
+// ackWait counts the confirmations one revoke or freeze still needs.
+type ackWait struct {
+	need int
+	done chan struct{}
 }
 
 type memEntry struct {
@@ -65,7 +92,43 @@ func NewMemory(opts Options) *Memory {
 		sessions: make(map[string]*memEntry),
 		locked:   make(map[string]bool),
 		subs:     make(map[chan Event]struct{}),
+		acks:     make(map[ackKey]*ackWait),
 	}
+}
+
+// Ack implements Store.
+func (m *Memory) Ack(ctx context.Context, ev Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w := m.acks[ackKey{ev.SessionID, ev.Version}]; w != nil && w.need > 0 {
+		if w.need--; w.need == 0 {
+			close(w.done)
+		}
+	}
+	return nil
+}
+
+// awaitAcks waits until the subscribers confirmed the ending change of session id at version,
+// or the ack timeout passed.
+func (m *Memory) awaitAcks(ctx context.Context, id string, version int64) {
+	key := ackKey{id, version}
+	m.mu.Lock()
+	w := m.acks[key]
+	m.mu.Unlock()
+	if w == nil {
+		return
+	}
+	t := time.NewTimer(m.opts.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+		m.opts.Logger.Warn("revoke acknowledged before every subscriber confirmed it", "session", id, "missing", w.need)
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	delete(m.acks, key)
+	m.mu.Unlock()
 }
 
 // Create implements Store.
@@ -181,7 +244,7 @@ func (m *Memory) refreshLocked(s *Session, now time.Time) {
 	}
 	s.State, s.Reason = StateExpired, reason
 	s.Version++
-	m.publishLocked(Event{SessionID: s.ID, Agent: s.Agent, Kind: EventExpired, Reason: reason})
+	m.publishLocked(Event{SessionID: s.ID, Agent: s.Agent, Kind: EventExpired, Reason: reason, Version: s.Version})
 }
 
 // Commit implements Store.
@@ -230,10 +293,9 @@ func (m *Memory) Commit(ctx context.Context, id string, version int64, rec CallR
 	if eff.Detect != nil {
 		s.Detect = bytes.Clone(eff.Detect)
 	}
-	s.Version++
 	if n := len(s.Removed); len(eff.Remove) > 0 {
 		if s.Removed = addUnique(s.Removed, eff.Remove); len(s.Removed) > n {
-			m.publishLocked(Event{SessionID: id, Agent: s.Agent, Kind: EventNarrowed})
+			m.publishLocked(Event{SessionID: id, Agent: s.Agent, Kind: EventNarrowed, Version: s.Version + 1})
 		}
 	}
 	switch {
@@ -242,7 +304,14 @@ func (m *Memory) Commit(ctx context.Context, id string, version int64, rec CallR
 	case eff.Freeze:
 		m.endLocked(s, StateFrozen, EventFrozen, eff.Reason)
 	}
-	return copySession(s, false), nil
+	s.Version++
+	out := copySession(s, false)
+	if eff.Revoke || eff.Freeze {
+		m.mu.Unlock()
+		m.awaitAcks(ctx, out.ID, out.Version)
+		m.mu.Lock() // the deferred Unlock
+	}
+	return out, nil
 }
 
 // Annotate implements Store.
@@ -269,10 +338,11 @@ func (m *Memory) Annotate(ctx context.Context, id string, version, seq int64, ta
 	return nil
 }
 
-// endLocked moves s to state and publishes kind. The caller bumps the version.
+// endLocked moves s to state and publishes kind. The caller bumps the version right after;
+// the event carries the version after the bump.
 func (m *Memory) endLocked(s *Session, state State, kind EventKind, reason string) {
 	s.State, s.Reason = state, reason
-	m.publishLocked(Event{SessionID: s.ID, Agent: s.Agent, Kind: kind, Reason: reason})
+	m.publishLocked(Event{SessionID: s.ID, Agent: s.Agent, Kind: kind, Reason: reason, Version: s.Version + 1})
 }
 
 // Touch implements Store.
@@ -301,14 +371,14 @@ func (m *Memory) Narrow(ctx context.Context, id string, remove []string) (*Sessi
 		if len(s.Removed) == n {
 			return errNoBump
 		}
-		m.publishLocked(Event{SessionID: id, Agent: s.Agent, Kind: EventNarrowed})
+		m.publishLocked(Event{SessionID: id, Agent: s.Agent, Kind: EventNarrowed, Version: s.Version + 1})
 		return nil
 	})
 }
 
 // Freeze implements Store.
 func (m *Memory) Freeze(ctx context.Context, id, reason string) (*Session, error) {
-	return m.mutate(id, "freeze", func(s *Session, now time.Time) error {
+	return m.ending(ctx, id, "freeze", func(s *Session, now time.Time) error {
 		switch s.State {
 		case StateFrozen:
 			return errNoBump
@@ -335,7 +405,7 @@ func (m *Memory) Resume(ctx context.Context, id string) (*Session, error) {
 
 // Revoke implements Store.
 func (m *Memory) Revoke(ctx context.Context, id, reason string) (*Session, error) {
-	return m.mutate(id, "revoke", func(s *Session, now time.Time) error {
+	return m.ending(ctx, id, "revoke", func(s *Session, now time.Time) error {
 		if s.State == StateRevoked || s.State == StateExpired {
 			return errNoBump
 		}
@@ -349,6 +419,15 @@ var errNoBump = fmt.Errorf("unchanged")
 
 // mutate runs f on the session (expired first if its time has come) and bumps the version
 // when f changed it.
+// ending is mutate for a revoke or freeze: it returns once the subscribers confirmed it.
+func (m *Memory) ending(ctx context.Context, id, step string, f func(s *Session, now time.Time) error) (*Session, error) {
+	s, err := m.mutate(id, step, f)
+	if err == nil {
+		m.awaitAcks(ctx, s.ID, s.Version)
+	}
+	return s, err
+}
+
 func (m *Memory) mutate(id, step string, f func(s *Session, now time.Time) error) (*Session, error) {
 	now := ms(m.opts.Clock.Now())
 	e, err := m.entryLocking(id)
@@ -373,6 +452,7 @@ func (m *Memory) RevokeAgent(ctx context.Context, agent, reason string) (int, er
 	defer m.mu.Unlock()
 	now := m.opts.Clock.Now()
 	n := 0
+	var ended []ackKey
 	for _, e := range m.sessions {
 		s := e.s
 		if s.Agent != agent {
@@ -383,8 +463,14 @@ func (m *Memory) RevokeAgent(ctx context.Context, agent, reason string) (int, er
 			m.endLocked(s, StateRevoked, EventRevoked, reason)
 			s.Version++
 			n++
+			ended = append(ended, ackKey{s.ID, s.Version})
 		}
 	}
+	m.mu.Unlock()
+	for _, k := range ended {
+		m.awaitAcks(ctx, k.id, k.version)
+	}
+	m.mu.Lock() // the deferred Unlock
 	return n, nil
 }
 
@@ -466,6 +552,9 @@ func (m *Memory) Subscribe(ctx context.Context) (<-chan Event, error) {
 
 // publishLocked hands ev to every subscriber without blocking the store.
 func (m *Memory) publishLocked(ev Event) {
+	if ev.needsAck() && len(m.subs) > 0 {
+		m.acks[ackKey{ev.SessionID, ev.Version}] = &ackWait{need: len(m.subs), done: make(chan struct{})}
+	}
 	for ch := range m.subs {
 		select {
 		case ch <- ev:

@@ -298,6 +298,9 @@ func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRe
 	if r.block > 0 && res.tail >= int64(r.block) {
 		r.seal(ctx, id)
 	}
+	if eff.Revoke || eff.Freeze {
+		r.awaitAcks(ctx, id, s.Version)
+	}
 	if !eff.ExpireAt.IsZero() && s.Expires.Equal(ms(eff.ExpireAt)) {
 		if err := r.c.ZAdd(ctx, r.expiryKey(), redis.Z{Score: float64(s.Expires.UnixMilli()), Member: expiryMember(id, s.Agent)}).Err(); err != nil {
 			r.opts.Logger.Warn("session expiry index not updated; the reaper's interval will catch it", "session", id, "err", err)
@@ -373,6 +376,14 @@ func (r *Redis) Revoke(ctx context.Context, id, reason string) (*Session, error)
 }
 
 func (r *Redis) mutate(ctx context.Context, step, id, op, arg string) (*Session, error) {
+	s, err := r.mutateOnce(ctx, step, id, op, arg)
+	if err == nil && (op == "revoke" || op == "freeze") {
+		r.awaitAcks(ctx, s.ID, s.Version)
+	}
+	return s, err
+}
+
+func (r *Redis) mutateOnce(ctx context.Context, step, id, op, arg string) (*Session, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
@@ -409,6 +420,7 @@ func (r *Redis) RevokeAgent(ctx context.Context, agent, reason string) (int, err
 		r.moveState(ctx, res)
 		if res.before != res.after && res.after == StateRevoked {
 			n++
+			r.awaitAcks(ctx, id, res.s.Version)
 		}
 	}
 	return n, nil
@@ -523,6 +535,21 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 		_ = ps.Close()
 		return nil, fail("subscribe to session events", err)
 	}
+	// Announce this replica: revokes wait for the acknowledgements of announced replicas.
+	r.heartbeat(ctx)
+	go func() {
+		t := time.NewTicker(replicaHeartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				r.c.ZRem(context.WithoutCancel(ctx), r.replicasKey(), r.opts.ReplicaID)
+				return
+			case <-t.C:
+				r.heartbeat(ctx)
+			}
+		}
+	}()
 	msgs := ps.Channel(redis.WithChannelSize(r.opts.EventBuffer))
 	out := make(chan Event, r.opts.EventBuffer)
 	go func() {
@@ -550,6 +577,76 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 		}
 	}()
 	return out, nil
+}
+
+// A replica subscribed to events announces itself every replicaHeartbeat; one silent for
+// replicaSilence is taken for dead, and revokes stop waiting for it.
+const (
+	replicaHeartbeat = 5 * time.Second
+	replicaSilence   = 3 * replicaHeartbeat
+)
+
+func (r *Redis) replicasKey() string { return r.prefix + ":replicas" }
+
+// ackKey lists the replicas that confirmed the ending change of session id at version; it
+// shares the session's hash tag.
+func (r *Redis) ackKey(id string, version int64) string {
+	return r.prefix + ":{" + id + "}:ack:" + strconv.FormatInt(version, 10)
+}
+
+func (r *Redis) heartbeat(ctx context.Context) {
+	// Wall time, not the store's Clock: liveness is about real replicas.
+	if err := r.c.ZAdd(ctx, r.replicasKey(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: r.opts.ReplicaID}).Err(); err != nil {
+		r.opts.Logger.Warn("replica heartbeat not written", "err", err)
+	}
+}
+
+// Ack implements Store.
+func (r *Redis) Ack(ctx context.Context, ev Event) error {
+	if !ev.needsAck() {
+		return nil
+	}
+	key := r.ackKey(ev.SessionID, ev.Version)
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, key, r.opts.ReplicaID)
+		p.PExpire(ctx, key, 30*time.Second)
+		return nil
+	})
+	if err != nil {
+		return fail("acknowledge session event", err)
+	}
+	return nil
+}
+
+// awaitAcks waits until every live replica confirmed the ending change of session id at
+// version, or the ack timeout passed. It never fails the change: the store already refuses
+// the session's calls; the wait only makes the answer mean that no replica still forwards one.
+func (r *Redis) awaitAcks(ctx context.Context, id string, version int64) {
+	deadline := time.Now().Add(r.opts.AckTimeout)
+	live, err := r.c.ZRangeByScore(ctx, r.replicasKey(), &redis.ZRangeBy{
+		Min: strconv.FormatInt(time.Now().Add(-replicaSilence).UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil || len(live) == 0 {
+		return
+	}
+	missing := make(map[string]bool, len(live))
+	for _, rid := range live {
+		missing[rid] = true
+	}
+	key := r.ackKey(id, version)
+	for len(missing) > 0 {
+		wait := time.Until(deadline)
+		if wait < time.Millisecond {
+			break // BLPOP rounds a shorter timeout to 0, which blocks for ever
+		}
+		got, err := r.c.BLPop(ctx, wait, key).Result()
+		if err != nil {
+			break // redis.Nil: timed out
+		}
+		delete(missing, got[1])
+	}
+	if len(missing) > 0 {
+		r.opts.Logger.Warn("revoke acknowledged before every replica confirmed it", "session", id, "missing", len(missing))
+	}
 }
 
 // Reap implements Store. Sessions past their expiry are expired (publishing the event); once

@@ -58,7 +58,7 @@ func TestRedisReplicas(t *testing.T) {
 	}
 	select {
 	case ev := <-events:
-		want := sessions.Event{SessionID: s.ID, Agent: "agent-1", Kind: sessions.EventRevoked, Reason: "incident 42"}
+		want := sessions.Event{SessionID: s.ID, Agent: "agent-1", Kind: sessions.EventRevoked, Reason: "incident 42", Version: s.Version + 1}
 		if ev != want {
 			t.Errorf("replica b got %+v; want %+v", ev, want)
 		}

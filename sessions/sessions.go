@@ -261,7 +261,14 @@ type Event struct {
 	Agent     string    `json:"agent,omitempty"`
 	Kind      EventKind `json:"kind"`
 	Reason    string    `json:"reason,omitempty"`
+	// Version is the session's version after the change.
+	Version int64 `json:"v,omitempty"`
 }
+
+// needsAck reports whether the change that published ev waits for the
+// subscribers' Ack: a revoke or a freeze, which must stop the session's
+// calls everywhere before it is acknowledged.
+func (ev Event) needsAck() bool { return ev.Kind == EventRevoked || ev.Kind == EventFrozen }
 
 // ListOptions filter and page List.
 type ListOptions struct {
@@ -339,6 +346,12 @@ type Store interface {
 	// Subscribe delivers the events of every replica from now until ctx ends, then closes the
 	// channel. A subscriber that falls far behind loses events: the store stays the truth.
 	Subscribe(ctx context.Context) (<-chan Event, error)
+	// Ack confirms a revoked or frozen event: this replica has stopped the session's calls.
+	// Revoke, Freeze, RevokeAgent and a Commit that revokes or freezes return only once every
+	// subscribed replica has confirmed, or Options.AckTimeout has passed (a replica that died
+	// must not hold a revoke up), so that when they return no replica is still forwarding a
+	// call of that session.
+	Ack(ctx context.Context, ev Event) error
 	// Reap expires every session whose expiry has passed, publishing expired events, and
 	// returns the next expiry it knows of (zero if none). Reaper calls it on a timer.
 	Reap(ctx context.Context) (next time.Time, err error)

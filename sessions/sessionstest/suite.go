@@ -60,6 +60,7 @@ func RunConfig(t *testing.T, cfg Config, newStore NewStore) {
 		{"RevokedTokenStaysRejected", testRevokedTokenStaysRejected},
 		{"ChosenToken", testChosenToken},
 		{"Annotate", testAnnotate},
+		{"RevokeWaitsForAck", testRevokeWaitsForAck},
 		{"Events", testEvents},
 		{"List", testList},
 		{"RevokeAgent", testRevokeAgent},
@@ -654,6 +655,49 @@ func testRevokedTokenStaysRejected(t *testing.T, newStore NewStore) {
 	}
 }
 
+// testRevokeWaitsForAck: a revoke returns only after the subscribed replica confirmed it had
+// stopped the session's calls; a replica that never confirms holds it up only for a bound.
+func testRevokeWaitsForAck(t *testing.T, newStore NewStore) {
+	st, _ := setup(t, newStore)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := st.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stopped atomic.Bool
+	go func() {
+		for ev := range events {
+			if ev.Kind == sessions.EventRevoked && ev.Reason == "acked" {
+				time.Sleep(20 * time.Millisecond) // the replica stopping its calls
+				stopped.Store(true)
+				if err := st.Ack(ctx, ev); err != nil {
+					t.Errorf("Ack: %v", err)
+				}
+			}
+		}
+	}()
+	s, _ := create(t, st, spec("agent-1"))
+	if _, err := st.Revoke(context.Background(), s.ID, "acked"); err != nil {
+		t.Fatal(err)
+	}
+	if !stopped.Load() {
+		t.Fatal("Revoke returned before the subscribed replica acknowledged it")
+	}
+	// The subscriber above ignores this one: the revoke still returns.
+	other, _ := create(t, st, spec("agent-1"))
+	done := make(chan error, 1)
+	go func() { _, err := st.Revoke(context.Background(), other.ID, "ignored"); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Revoke waited more than 10s for an acknowledgement that never came")
+	}
+}
+
 // testAnnotate: detector state travels with commits and annotations; result tags reach the
 // call they belong to; an annotation changes the version.
 func testAnnotate(t *testing.T, newStore NewStore) {
@@ -743,6 +787,12 @@ func expectEvent(t *testing.T, ch <-chan sessions.Event, want sessions.Event) {
 	case got, ok := <-ch:
 		if !ok {
 			t.Fatalf("event channel closed; want %+v", want)
+		}
+		if got.Version <= 0 {
+			t.Fatalf("event %+v carries no session version", got)
+		}
+		if want.Version == 0 {
+			got.Version = 0 // the caller did not say which version
 		}
 		if got != want {
 			t.Fatalf("event = %+v; want %+v", got, want)
