@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"baseline":  {"learn call-chain baselines from benign traces (baseline learn --traces FILE... --out FILE)", runBaseline},
 	"bench":     {"measure what the gateway adds to a tool call", runBench},
 	"connect":   {"stdio bridge to a gateway for agent hosts that launch only local servers (connect --url URL --credential-env NAME)", runConnect},
+	"demo":      {"serve the built-in demo tool server over Streamable HTTP (demo --listen ADDR)", runDemo},
 	"eval":      {"replay recorded agent sessions and score the policies (eval --config FILE --traces FILE...)", runEval},
 	"policy":    {"check or test policy files, or show and reload the gateway's (policy check|test|status|reload)", runPolicy},
 	"serve":     {"run the gateway", runServe},

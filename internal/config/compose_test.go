@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func TestComposeFile(t *testing.T) {
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
-	for _, name := range []string{"toolgate", "redis"} {
+	for _, name := range []string{"toolgate", "redis", "demo"} {
 		if _, ok := compose.Services[name]; !ok {
 			t.Errorf("docker-compose.yml has no service %q", name)
 		}
@@ -60,8 +61,24 @@ func TestComposeFile(t *testing.T) {
 			}
 			if name == "toolgate" && strings.HasPrefix(dst, "/etc/toolgate/") && strings.HasSuffix(src, ".yaml") {
 				mountedConfig = true
-				if _, err := Load(host); err != nil {
+				cfg, err := Load(host)
+				if err != nil {
 					t.Errorf("service toolgate mounts an invalid configuration: %v", err)
+					continue
+				}
+				// Every tool server it reaches over the network is a service here.
+				for _, up := range cfg.Tools.Servers {
+					if up.URL == "" {
+						continue
+					}
+					u, err := url.Parse(up.URL)
+					if err != nil {
+						t.Errorf("tool server %q: %v", up.Name, err)
+						continue
+					}
+					if _, ok := compose.Services[u.Hostname()]; !ok {
+						t.Errorf("tool server %q is at %s, which is no service of docker-compose.yml", up.Name, up.URL)
+					}
 				}
 			}
 		}
