@@ -92,6 +92,39 @@ func BenchmarkDecide50Rules100History(b *testing.B) {
 	}
 }
 
+// BenchmarkDecide50RulesFullHistory is the gateway bench's case: a session
+// at the default history limit (256 calls) of one external_send tool, so
+// that no history scan stops early.
+func BenchmarkDecide50RulesFullHistory(b *testing.B) {
+	set, err := Compile([]SourceFile{{Name: "bench.yaml", Data: genPack(50)}}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput()
+	in.History = make([]HistoryEntry, 256)
+	for i := range in.History {
+		in.History[i] = HistoryEntry{Server: "demo", Tool: "echo", Name: "demo__echo", Args: []byte(`{"message":"hello"}`),
+			Decision: "allow", Time: t0.Add(time.Duration(i-256) * time.Millisecond), Labels: []string{"external_send"}}
+	}
+	if d := set.Decide(in); len(d.Errors) > 0 {
+		b.Fatalf("Decide errors: %+v", d.Errors)
+	}
+	samples := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		set.Decide(in)
+		samples = append(samples, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(samples)
+	if len(samples) > 0 {
+		b.ReportMetric(float64(samples[len(samples)/2].Nanoseconds())/1e3, "p50-µs")
+		b.ReportMetric(float64(samples[len(samples)*99/100].Nanoseconds())/1e3, "p99-µs")
+	}
+}
+
 // BenchmarkCompile500Rules reports the time to compile a 500-rule pack.
 func BenchmarkCompile500Rules(b *testing.B) {
 	data := genPack(500)

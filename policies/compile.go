@@ -63,6 +63,11 @@ type compiledRule struct {
 	file  string
 	index int
 	prg   cel.Program // nil when the rule has no when: always true
+	// fast is prg without cost tracking, set when the rule's cost is at
+	// most bound (within its limit) for every input within the sizes of
+	// bounds.go; nil otherwise.
+	fast  cel.Program
+	bound uint64
 }
 
 // Version is a hash of the files the set was compiled from.
@@ -176,12 +181,15 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 			}
 			cr := &compiledRule{Rule: *r, file: f.Name, index: i}
 			if strings.TrimSpace(r.When.Source) != "" {
-				prg, probs := compileWhen(env, r.When, progOpts)
+				prg, checked, probs := compileWhen(env, r.When, progOpts)
 				for _, p := range probs {
 					p.File, p.Where = f.Name, where+".when"
 					problems = append(problems, p)
 				}
 				cr.prg = prg
+				if prg != nil {
+					cr.fast, cr.bound = boundedProgram(env, checked, limit)
+				}
 			}
 			set.rules = append(set.rules, cr)
 		}
@@ -204,7 +212,7 @@ func splitJoined(err error) []string {
 }
 
 // compileWhen compiles one expression and checks that it yields a bool.
-func compileWhen(env *cel.Env, e Expression, progOpts []cel.ProgramOption) (cel.Program, []Problem) {
+func compileWhen(env *cel.Env, e Expression, progOpts []cel.ProgramOption) (cel.Program, *cel.Ast, []Problem) {
 	checked, iss := env.Compile(e.Source)
 	if iss.Err() != nil {
 		var probs []Problem
@@ -215,16 +223,32 @@ func compileWhen(env *cel.Env, e Expression, progOpts []cel.ProgramOption) (cel.
 			}
 			probs = append(probs, p)
 		}
-		return nil, probs
+		return nil, nil, probs
 	}
 	if !checked.OutputType().IsExactType(types.BoolType) {
-		return nil, []Problem{{Message: fmt.Sprintf("must be a bool expression, but it gives %s", checked.OutputType())}}
+		return nil, nil, []Problem{{Message: fmt.Sprintf("must be a bool expression, but it gives %s", checked.OutputType())}}
 	}
 	prg, err := env.Program(checked, progOpts...)
 	if err != nil {
-		return nil, []Problem{{Message: fmt.Sprintf("build program: %v", err)}}
+		return nil, nil, []Problem{{Message: fmt.Sprintf("build program: %v", err)}}
 	}
-	return prg, nil
+	return prg, checked, nil
+}
+
+// boundedProgram builds an untracked program for checked when its
+// estimated cost, for inputs within the sizes of bounds.go, is at most
+// limit; it returns nil otherwise (or if anything fails: the tracked
+// program then serves every input).
+func boundedProgram(env *cel.Env, checked *cel.Ast, limit uint64) (cel.Program, uint64) {
+	est, err := env.EstimateCost(checked, sizeHints{})
+	if err != nil || est.Max > limit {
+		return nil, 0
+	}
+	prg, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, 0
+	}
+	return prg, est.Max
 }
 
 // literalValidator rejects at load time constant arguments that would fail

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -89,7 +90,7 @@ func objectFields() map[string]map[string]field {
 		return field{types.StringType, func(o *object) (ref.Val, error) { return types.String(f(o)), nil }}
 	}
 	strs := func(f func(o *object) []string) field {
-		return field{stringListType, func(o *object) (ref.Val, error) { return types.NewStringList(o.st.adapter, f(o)), nil }}
+		return field{stringListType, func(o *object) (ref.Val, error) { return o.st.stringList(f(o)), nil }}
 	}
 	hist := func(o *object) *HistoryEntry { return &o.st.in.History[o.idx] }
 	flag := func(o *object) *Flag { return &o.st.in.Flags[o.idx] }
@@ -231,6 +232,49 @@ type evalState struct {
 	argsErr     error
 	histArgs    []ref.Val
 	histArgsErr []error
+
+	bounds int8 // withinBounds(in): 0 not yet known, 1 yes, -1 no
+
+	// lists remembers the CEL values of recently read string lists: a
+	// history scan reads the same labels of every entry, once per rule.
+	lists     [8]memoList
+	listsNext int
+}
+
+type memoList struct {
+	src []string
+	val ref.Val
+}
+
+// stringList is the CEL list of l, built once per decision for equal
+// lists read close together. Its elements are CEL strings already, so
+// "x in list" compares without converting each element.
+func (s *evalState) stringList(l []string) ref.Val {
+	for i := range s.lists {
+		m := &s.lists[i]
+		if m.val != nil && slices.Equal(m.src, l) {
+			return m.val
+		}
+	}
+	vals := make([]ref.Val, len(l))
+	for i, x := range l {
+		vals[i] = types.String(x)
+	}
+	v := types.NewRefValList(s.adapter, vals)
+	s.lists[s.listsNext] = memoList{src: l, val: v}
+	s.listsNext = (s.listsNext + 1) % len(s.lists)
+	return v
+}
+
+// withinBounds is withinBounds(s.in), computed once per decision.
+func (s *evalState) withinBounds() bool {
+	if s.bounds == 0 {
+		s.bounds = -1
+		if withinBounds(s.in) {
+			s.bounds = 1
+		}
+	}
+	return s.bounds == 1
 }
 
 var _ interpreter.Activation = (*evalState)(nil)

@@ -19,23 +19,41 @@ func decodeHistory(s *Session, entries []string) error {
 	last := s.Calls + s.Denied
 	created := s.Created.UnixMilli()
 	s.History = make([]CallRecord, len(entries))
+	var memo entryMemo
 	for i, e := range entries {
-		rec, err := decodeEntry(e, created)
+		rec, err := decodeEntry(e, created, &memo)
 		if err != nil {
 			return fmt.Errorf("history entry %d %q: %w", i, e, err)
 		}
 		rec.Seq = last - int64(len(entries)-1-i)
 		s.History[i] = rec
+		memo.prev = &s.History[i]
 	}
 	return nil
 }
 
-func decodeEntry(e string, created int64) (CallRecord, error) {
+// entryMemo is what decodeEntry remembers of the entry decoded just
+// before: a session mostly repeats the same few tools, so the name, labels
+// and rules of an entry are shared with the previous one when equal
+// instead of being allocated again. Shared slices are never modified in
+// place; result tags, which read adds to, are never shared.
+type entryMemo struct {
+	prev                *CallRecord
+	rawLabels, rawRules string
+}
+
+// decodeEntry decodes one history entry; memo may be nil.
+func decodeEntry(e string, created int64, memo *entryMemo) (CallRecord, error) {
+	if memo == nil {
+		memo = &entryMemo{}
+	}
+	prev := memo.prev
 	var rec CallRecord
 	if len(e) < 2 || e[0] != '[' || e[len(e)-1] != ']' {
 		return rec, fmt.Errorf("not a JSON array")
 	}
-	items, err := splitArray(e)
+	var buf [9]string
+	items, err := splitArrayInto(buf[:0], e)
 	if err != nil {
 		return rec, err
 	}
@@ -47,7 +65,9 @@ func decodeEntry(e string, created int64) (CallRecord, error) {
 		return rec, fmt.Errorf("time: %w", err)
 	}
 	rec.Time = time.UnixMilli(created + off)
-	var name string
+	var name, rawLabels, rawRules string
+	// The memo describes prev until this entry is decoded; then this one.
+	defer func() { memo.rawLabels, memo.rawRules = rawLabels, rawRules }()
 	strs := []*string{&rec.Server, &rec.Tool, &rec.Decision}
 	for k, item := range items[1:] {
 		if item == "0" {
@@ -61,8 +81,18 @@ func decodeEntry(e string, created int64) (CallRecord, error) {
 		case 5:
 			err = decodeString(item, &name)
 		case 6:
+			rawLabels = item
+			if prev != nil && memo.rawLabels == item {
+				rec.Labels = prev.Labels
+				continue
+			}
 			rec.Labels, err = decodeStrings(item)
 		case 7:
+			rawRules = item
+			if prev != nil && memo.rawRules == item {
+				rec.Rules = prev.Rules
+				continue
+			}
 			rec.Rules, err = decodeStrings(item)
 		case 8:
 			rec.ResultTags, err = decodeStrings(item)
@@ -72,7 +102,11 @@ func decodeEntry(e string, created int64) (CallRecord, error) {
 		}
 	}
 	if name == "" {
-		name = rec.Server + "__" + rec.Tool
+		if prev != nil && prev.Server == rec.Server && prev.Tool == rec.Tool {
+			name = prev.Name
+		} else {
+			name = rec.Server + "__" + rec.Tool
+		}
 	}
 	rec.Name = name
 	return rec, nil
@@ -80,11 +114,15 @@ func decodeEntry(e string, created int64) (CallRecord, error) {
 
 // splitArray returns the raw items of a compact JSON array.
 func splitArray(a string) ([]string, error) {
+	return splitArrayInto(make([]string, 0, 9), a)
+}
+
+// splitArrayInto is splitArray appending to items.
+func splitArrayInto(items []string, a string) ([]string, error) {
 	inner := a[1 : len(a)-1]
 	if inner == "" {
-		return nil, nil
+		return items, nil
 	}
-	items := make([]string, 0, 9)
 	for len(inner) > 0 {
 		n, err := valueLen(inner)
 		if err != nil {

@@ -26,7 +26,7 @@ func TestEntryRoundTrip(t *testing.T) {
 			if !json.Valid([]byte(e)) {
 				t.Fatalf("encodeEntry(%+v) = %s; not valid JSON", rec, e)
 			}
-			got, err := decodeEntry(e, created.UnixMilli())
+			got, err := decodeEntry(e, created.UnixMilli(), nil)
 			if err != nil {
 				t.Fatalf("decodeEntry(%s) error: %v", e, err)
 			}
@@ -45,7 +45,7 @@ func TestEntryRoundTrip(t *testing.T) {
 
 func TestDecodeEntryRejects(t *testing.T) {
 	for _, e := range []string{"", "[]", "x", `[1,"a`, `["t"]`, `[1,"a",{]`, `[1,"a"}`} {
-		if _, err := decodeEntry(e, 0); err == nil {
+		if _, err := decodeEntry(e, 0, nil); err == nil {
 			t.Errorf("decodeEntry(%q) succeeded; want an error", e)
 		}
 	}
@@ -65,7 +65,7 @@ func FuzzEntry(f *testing.F) {
 			}
 		}
 		e := "[5" + encodeEntry(rec)
-		got, err := decodeEntry(e, 0)
+		got, err := decodeEntry(e, 0, nil)
 		if err != nil {
 			t.Fatalf("decodeEntry(%s) error: %v", e, err)
 		}
@@ -73,4 +73,43 @@ func FuzzEntry(f *testing.F) {
 			t.Fatalf("round trip of %+v gave %+v", rec, got)
 		}
 	})
+}
+
+// TestDecodeHistorySharing checks that sharing names, labels and rules
+// with the entry before gives the same records as decoding each alone,
+// including when an entry has none of them between two that do.
+func TestDecodeHistorySharing(t *testing.T) {
+	created := time.UnixMilli(1_700_000_000_000)
+	recs := []CallRecord{
+		{Server: "s", Tool: "t", Labels: []string{"a"}, Rules: []string{"r"}, Decision: "allow"},
+		{Server: "s", Tool: "t", Labels: []string{"a"}, Rules: []string{"r"}, Decision: "allow"},
+		{Server: "s", Tool: "t", Decision: "allow"},
+		{Server: "s", Tool: "t", Labels: []string{"a"}, Decision: "deny"},
+		{Server: "s", Tool: "u", Labels: []string{"b"}, Rules: []string{"r"}, ResultTags: []string{"x"}},
+		{Server: "s", Tool: "u", Labels: []string{"b"}, Rules: []string{"r"}, ResultTags: []string{"x"}},
+	}
+	var entries []string
+	for i := range recs {
+		if recs[i].Name == "" {
+			recs[i].Name = recs[i].Server + "__" + recs[i].Tool
+		}
+		recs[i].Time = created.Add(time.Duration(i) * time.Millisecond)
+		entries = append(entries, "["+fmt.Sprint(i)+encodeEntry(recs[i]))
+	}
+	s := &Session{Created: created, Calls: int64(len(recs))}
+	if err := decodeHistory(s, entries); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		alone, err := decodeEntry(e, created.UnixMilli(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone.Seq = s.History[i].Seq
+		gj, _ := json.Marshal(s.History[i])
+		wj, _ := json.Marshal(alone)
+		if string(gj) != string(wj) {
+			t.Errorf("decodeHistory entry %d = %s; want %s", i, gj, wj)
+		}
+	}
 }

@@ -29,6 +29,7 @@ type Redis struct {
 	channel string
 	block   int
 	blocks  *blockCache
+	wait    WaitOptions
 }
 
 var _ Store = (*Redis)(nil)
@@ -43,6 +44,8 @@ type RedisOptions struct {
 	// HistoryBlock is how many history entries are sealed into one compressed block.
 	// Zero: 16. Negative: history is never compressed.
 	HistoryBlock int
+	// Wait makes revokes and freezes wait for Redis replicas (redis_wait.go). Zero: no wait.
+	Wait WaitOptions
 }
 
 // NewRedis returns a store on c, which may be a standalone, Sentinel or Cluster client.
@@ -60,7 +63,7 @@ func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
 		opts.HistoryBlock = 0
 	}
 	return &Redis{c: c, opts: opts.Options.withDefaults(), prefix: opts.Prefix, channel: opts.Channel,
-		block: opts.HistoryBlock, blocks: newBlockCache(4096)}
+		block: opts.HistoryBlock, blocks: newBlockCache(4096), wait: opts.Wait}
 }
 
 func (r *Redis) metaKey(id string) string    { return r.prefix + ":{" + id + "}:m" }
@@ -300,6 +303,7 @@ func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRe
 	}
 	if eff.Revoke || eff.Freeze {
 		r.awaitAcks(ctx, id, s.Version)
+		r.warnUnreplicated(r.awaitReplicas(ctx, "commit call", "session "+id, id))
 	}
 	if !eff.ExpireAt.IsZero() && s.Expires.Equal(ms(eff.ExpireAt)) {
 		if err := r.c.ZAdd(ctx, r.expiryKey(), redis.Z{Score: float64(s.Expires.UnixMilli()), Member: expiryMember(id, s.Agent)}).Err(); err != nil {
@@ -379,6 +383,7 @@ func (r *Redis) mutate(ctx context.Context, step, id, op, arg string) (*Session,
 	s, err := r.mutateOnce(ctx, step, id, op, arg)
 	if err == nil && (op == "revoke" || op == "freeze") {
 		r.awaitAcks(ctx, s.ID, s.Version)
+		err = r.awaitReplicas(ctx, step, "session "+s.ID, s.ID)
 	}
 	return s, err
 }
@@ -423,7 +428,7 @@ func (r *Redis) RevokeAgent(ctx context.Context, agent, reason string) (int, err
 			r.awaitAcks(ctx, id, res.s.Version)
 		}
 	}
-	return n, nil
+	return n, r.awaitReplicas(ctx, "revoke agent", "every session of agent "+agent, agent)
 }
 
 // LockAgent implements Store.

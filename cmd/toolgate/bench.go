@@ -24,6 +24,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var policyPaths stringList
 	fs.Var(&policyPaths, "policies", "policy file or folder to load (repeatable)")
 	detectors := fs.Bool("detectors", false, "turn the call-chain detectors on")
+	tracing := fs.Bool("tracing", false, "export every span (OTLP/HTTP batches) to a receiver inside the bench")
+	auditOn := fs.Bool("audit", false, "record every decision (the Redis stream with -redis, which always audits; else a file)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,6 +50,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		RedisURL:    *redisURL,
 		Policies:    policyPaths,
 		Detectors:   *detectors,
+		Tracing:     *tracing,
+		Audit:       *auditOn,
 		Gateway: func(configPath string) *exec.Cmd {
 			return exec.Command(exe, "serve", "--config", configPath)
 		},

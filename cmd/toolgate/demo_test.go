@@ -17,7 +17,9 @@ func TestDemoServesOverHTTP(t *testing.T) {
 	defer cancel()
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
-	go func() { errc <- serveDemo(ctx, "127.0.0.1:0", "", slog.New(slog.DiscardHandler), func(a string) { addrc <- a }) }()
+	go func() {
+		errc <- serveDemo(ctx, "127.0.0.1:0", "", slog.New(slog.DiscardHandler), func(a string) { addrc <- a })
+	}()
 	var addr string
 	select {
 	case addr = <-addrc:

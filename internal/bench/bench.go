@@ -47,6 +47,12 @@ type Options struct {
 	Policies []string
 	// Detectors turns the call-chain detectors on.
 	Detectors bool
+	// Tracing exports every span in OTLP/HTTP batches to a receiver that
+	// the bench runs in its own process (it decodes nothing, counts bytes).
+	Tracing bool
+	// Audit records every decision: to the Redis stream with a Redis
+	// store (which always audits), else to a file in a temporary folder.
+	Audit bool
 	// ExtraConfig is appended to the generated gateway configuration
 	// (YAML at the top level).
 	ExtraConfig string
@@ -101,6 +107,22 @@ func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
 	var extra strings.Builder
 	if opts.Detectors {
 		extra.WriteString("    detectors: {}\n")
+	}
+	if opts.Tracing {
+		endpoint, stopReceiver, err := startOTLPReceiver()
+		if err != nil {
+			return nil, err
+		}
+		defer stopReceiver()
+		fmt.Fprintf(&extra, "telemetry:\n  traces:\n    exporter: otlp-http\n    endpoint: %s\n", endpoint)
+	}
+	if opts.Audit {
+		// The log copy would cost a JSON log line per call on top of the
+		// stream or file; a deployment that wants both pays for both.
+		extra.WriteString("audit:\n  log: false\n")
+		if opts.RedisURL == "" {
+			fmt.Fprintf(&extra, "  file: %q\n", filepath.Join(dir, "audit.jsonl"))
+		}
 	}
 	if opts.RedisURL != "" {
 		fmt.Fprintf(&extra, "store:\n  type: redis\n  redis:\n    url: %s\n    prefix: bench-%x\n", opts.RedisURL, keyBytes[:4])
@@ -170,7 +192,12 @@ log:
 }
 
 func report(w io.Writer, phases []Phase, opts Options) {
-	fmt.Fprintf(w, "toolgate bench: echo over Streamable HTTP on loopback, %s per phase, %d round(s), medians over rounds\n\n", opts.Duration, opts.Rounds)
+	fmt.Fprintf(w, "toolgate bench: echo over Streamable HTTP on loopback, %s per phase, %d round(s), medians over rounds\n", opts.Duration, opts.Rounds)
+	store := "memory"
+	if opts.RedisURL != "" {
+		store = "redis"
+	}
+	fmt.Fprintf(w, "store=%s policies=%v detectors=%v tracing=%v audit=%v\n\n", store, opts.Policies, opts.Detectors, opts.Tracing, opts.Audit || opts.RedisURL != "")
 	fmt.Fprintf(w, "%-8s %-8s %10s %9s %9s %9s %9s %12s %10s %8s\n", "clients", "target", "calls/s", "p50", "p90", "p99", "max", "cpu/call", "rss", "errors")
 	for _, n := range opts.Concurrency {
 		var direct, via []Phase
@@ -405,6 +432,23 @@ func startEchoUpstream() (string, func(), error) {
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String() + "/mcp", func() { _ = srv.Close() }, nil
+}
+
+// startOTLPReceiver accepts OTLP/HTTP trace exports on loopback and
+// answers each with an empty success, as a collector would.
+func startOTLPReceiver() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		// An empty ExportTraceServiceResponse is zero bytes of protobuf.
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/v1/traces", func() { _ = srv.Close() }, nil
 }
 
 func freeAddr() (string, error) {

@@ -38,6 +38,11 @@ type RedisStore struct {
 	PasswordEnv string        `yaml:"password_env"` // variable holding the password
 	Prefix      string        `yaml:"prefix"`       // key prefix; default "toolgate"
 	Timeout     time.Duration `yaml:"timeout"`      // per command; default 500ms
+	// WaitReplicas makes each revoke and freeze wait until that many Redis replicas hold it
+	// (WAIT), so that a Sentinel failover cannot undo it; a wait that times out is an
+	// error to the revoker. Standalone or Sentinel only. Zero: no wait.
+	WaitReplicas int           `yaml:"wait_replicas"`
+	WaitTimeout  time.Duration `yaml:"wait_timeout"` // bounds that wait; default 100ms, below timeout
 }
 
 // DefaultRedisTimeout bounds each Redis command when store.redis.timeout is
@@ -101,7 +106,35 @@ func (r RedisStore) Options() (*redis.UniversalOptions, error) {
 	if opts.MasterName != "" && opts.IsClusterMode {
 		return nil, errors.New("store.redis: master_name (Sentinel) and cluster exclude each other: keep one")
 	}
+	if err := r.validateWait(opts); err != nil {
+		return nil, err
+	}
 	return opts, nil
+}
+
+// validateWait checks wait_replicas and wait_timeout against the deployment opts describe.
+func (r RedisStore) validateWait(opts *redis.UniversalOptions) error {
+	switch {
+	case r.WaitReplicas < 0:
+		return fmt.Errorf("store.redis.wait_replicas: %d is negative: give the number of replicas a revoke must reach, or 0", r.WaitReplicas)
+	case r.WaitTimeout < 0:
+		return fmt.Errorf("store.redis.wait_timeout: %v must be positive, or 0 for %v", r.WaitTimeout, sessions.DefaultWaitTimeout)
+	case r.WaitReplicas == 0:
+		if r.WaitTimeout != 0 {
+			return errors.New("store.redis.wait_timeout: set wait_replicas too, or remove wait_timeout")
+		}
+		return nil
+	case opts.IsClusterMode || (opts.MasterName == "" && len(opts.Addrs) > 1):
+		return errors.New("store.redis.wait_replicas: not supported on Redis Cluster (WAIT counts one node's replicas): remove it")
+	}
+	wait := r.WaitTimeout
+	if wait == 0 {
+		wait = sessions.DefaultWaitTimeout
+	}
+	if wait >= opts.ReadTimeout {
+		return fmt.Errorf("store.redis.wait_timeout: %v must be below the command timeout %v (the WAIT reply is read with it): lower it or raise timeout", wait, opts.ReadTimeout)
+	}
+	return nil
 }
 
 func splitAddr(a string) (host, port string, err error) {
@@ -207,5 +240,6 @@ func (s Store) Open(ctx context.Context, clock sessions.Clock, lookupEnv func(st
 		opts.Password = v
 	}
 	client := redis.NewUniversalClient(opts)
-	return sessions.NewRedis(client, sessions.RedisOptions{Options: sessions.Options{Clock: clock}, Prefix: s.Redis.Prefix}), client.Close, nil
+	return sessions.NewRedis(client, sessions.RedisOptions{Options: sessions.Options{Clock: clock}, Prefix: s.Redis.Prefix,
+		Wait: sessions.WaitOptions{Replicas: s.Redis.WaitReplicas, Timeout: s.Redis.WaitTimeout}}), client.Close, nil
 }

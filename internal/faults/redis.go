@@ -209,6 +209,9 @@ type Sentinel struct {
 	Master, Replica, Sentinel *Node
 	// Name is the master name the sentinel knows it by.
 	Name string
+	// Link is the proxy the replica reaches the master through, when
+	// StartLaggedSentinel started the group; nil otherwise.
+	Link *Proxy
 }
 
 // StartSentinel starts a master, a replica of it and a sentinel (quorum 1,
@@ -216,10 +219,31 @@ type Sentinel struct {
 // and waits until the sentinel has found the replica.
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
+	return startSentinel(tb, -1)
+}
+
+// StartLaggedSentinel is StartSentinel with the replica linked to the master
+// through a Proxy that delays every packet by lag, so that replication runs
+// behind the master as it does across a slow network: a write the master
+// acknowledged and then loses with the master is not yet on the replica.
+func StartLaggedSentinel(tb testing.TB, lag time.Duration) *Sentinel {
+	tb.Helper()
+	return startSentinel(tb, lag)
+}
+
+func startSentinel(tb testing.TB, lag time.Duration) *Sentinel {
+	tb.Helper()
 	needRedis(tb)
 	s := &Sentinel{Name: "toolgate-test"}
 	s.Master = startNode(tb, tb.TempDir())
-	s.Replica = startNode(tb, tb.TempDir(), "--replicaof", "127.0.0.1", strconv.Itoa(s.Master.Port))
+	upstream := s.Master.Port
+	if lag >= 0 {
+		s.Link = StartProxy(tb, s.Master.Addr)
+		s.Link.SetDelay(lag)
+		_, p, _ := net.SplitHostPort(s.Link.Addr)
+		upstream, _ = strconv.Atoi(p)
+	}
+	s.Replica = startNode(tb, tb.TempDir(), "--replicaof", "127.0.0.1", strconv.Itoa(upstream))
 	dir := tb.TempDir()
 	conf := filepath.Join(dir, "sentinel.conf")
 	body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %[1]s 500\nsentinel failover-timeout %[1]s 5000\nsentinel parallel-syncs %[1]s 1\n",
