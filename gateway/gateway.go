@@ -117,6 +117,7 @@ type Gateway struct {
 	log      *slog.Logger
 	now      func() time.Time
 	live     *liveRegistry
+	tokens   *authCache
 	metrics  *Metrics
 	tel      *gatewayTelemetry // spans, metrics, audit (telemetry.go)
 
@@ -144,7 +145,7 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 		}
 	}
 	g := &Gateway{cfg: cfg, up: up, store: opts.Store, auth: opts.Auth, profiles: opts.Profiles,
-		log: opts.Logger, now: opts.Now, live: newLiveRegistry(), metrics: &Metrics{}}
+		log: opts.Logger, now: opts.Now, live: newLiveRegistry(), tokens: newAuthCache(), metrics: &Metrics{}}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -467,7 +468,11 @@ func (g *Gateway) Watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Token lookups are reused only while this replica hears of the changes that end them.
+	g.tokens.enable(true)
+	defer g.tokens.enable(false)
 	for ev := range events {
+		g.tokens.drop(ev.SessionID)
 		switch ev.Kind {
 		case sessions.EventRevoked, sessions.EventFrozen, sessions.EventExpired:
 			g.log.Info("session ended on this replica", "session", ev.SessionID, "agent", ev.Agent, "event", ev.Kind, "reason", ev.Reason)

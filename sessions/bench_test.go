@@ -24,6 +24,10 @@ func BenchmarkSnapshotCommit(b *testing.B) {
 			srv := sessionstest.StartRedis(b)
 			return newRedis(srv.Client(), sessionstest.Prefix(), nil)
 		}},
+		{"RedisNoHistoryCache", func(b *testing.B) sessions.Store {
+			srv := sessionstest.StartRedis(b)
+			return sessions.NewRedis(srv.Client(), sessions.RedisOptions{Prefix: sessionstest.Prefix(), HistoryCache: -1})
+		}},
 		{"RedisUncompressed", func(b *testing.B) sessions.Store {
 			srv := sessionstest.StartRedis(b)
 			return sessions.NewRedis(srv.Client(), sessions.RedisOptions{Prefix: sessionstest.Prefix(), HistoryBlock: -1})

@@ -13,23 +13,46 @@ import (
 // It scans the entries by hand rather than with encoding/json: the entries are written by
 // encodeEntry only, and reflection-based decoding was half the CPU of a Redis Snapshot.
 func decodeHistory(s *Session, entries []string) error {
-	if len(entries) == 0 {
-		return nil
+	recs, err := appendHistory(nil, entries, s, len(entries))
+	if err != nil {
+		return err
 	}
+	if len(recs) > 0 {
+		s.History = recs
+	}
+	return nil
+}
+
+// appendHistory returns a new slice holding the records of prev followed by those decoded
+// from entries, the newest entries of session s (the last one is call s.Calls+s.Denied), of
+// which it keeps the last limit. prev is not modified.
+func appendHistory(prev []CallRecord, entries []string, s *Session, limit int) ([]CallRecord, error) {
+	if len(entries) == 0 && len(prev) <= limit {
+		return prev, nil
+	}
+	keep := min(len(prev), max(limit-len(entries), 0))
+	recs := make([]CallRecord, keep, keep+len(entries))
+	copy(recs, prev[len(prev)-keep:])
 	last := s.Calls + s.Denied
 	created := s.Created.UnixMilli()
-	s.History = make([]CallRecord, len(entries))
 	var memo entryMemo
+	if keep > 0 {
+		memo.prev = &recs[keep-1]
+		memo.rawLabels, memo.rawRules = "\x00", "\x00" // unknown: decode, do not share
+	}
 	for i, e := range entries {
 		rec, err := decodeEntry(e, created, &memo)
 		if err != nil {
-			return fmt.Errorf("history entry %d %q: %w", i, e, err)
+			return nil, fmt.Errorf("history entry %d %q: %w", i, e, err)
 		}
 		rec.Seq = last - int64(len(entries)-1-i)
-		s.History[i] = rec
-		memo.prev = &s.History[i]
+		recs = append(recs, rec)
+		memo.prev = &recs[len(recs)-1]
 	}
-	return nil
+	if over := len(recs) - limit; over > 0 {
+		recs = recs[over:]
+	}
+	return recs, nil
 }
 
 // entryMemo is what decodeEntry remembers of the entry decoded just

@@ -82,14 +82,35 @@ local before = redis.call('HGET', m, 'st')
 refresh()
 `
 
-// readScript: ARGV[4] = "1" to include the history. Answers {ok, before, after, meta, history}.
+// readScript: ARGV[4] = "1" to include the history; ARGV[5] = the seq of the last history entry
+// the caller already holds (-1: none), ARGV[6] = the creation time (ms) of the session it holds
+// them for, ARGV[7] = the history block size. Answers {ok, before, after, meta, tail, blocks, 0,
+// delta}: with delta 0, tail and blocks are the whole history; with delta 1, the entries after
+// ARGV[5] are the last ones of the blocks followed by the tail (none when nothing was added).
 var readScript = redis.NewScript(luaPrelude + `
-local hist, blocks = {}, {}
+local hist, blocks, delta = {}, {}, 0
 if ARGV[4] == '1' then
-  hist = redis.call('LRANGE', h, 0, -1)
-  blocks = redis.call('LRANGE', blk, 0, -1)
+  local known = tonumber(ARGV[5])
+  local f = redis.call('HMGET', m, 'n', 'd', 'c', 'hl')
+  local total = tonumber(f[1] or '0') + tonumber(f[2] or '0')
+  local want = total - known
+  if known >= 0 and tonumber(f[3]) == tonumber(ARGV[6]) and want >= 0 and want < tonumber(f[4] or '0') then
+    delta = 1
+    if want > 0 then
+      local tl = redis.call('LLEN', h)
+      if want <= tl then
+        hist = redis.call('LRANGE', h, tl - want, -1)
+      else
+        hist = redis.call('LRANGE', h, 0, -1)
+        blocks = redis.call('LRANGE', blk, -math.ceil((want - tl) / tonumber(ARGV[7])), -1)
+      end
+    end
+  else
+    hist = redis.call('LRANGE', h, 0, -1)
+    blocks = redis.call('LRANGE', blk, 0, -1)
+  end
 end
-return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), hist, blocks}
+return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), hist, blocks, 0, delta}
 `)
 
 // commitScript: ARGV[4] version, [5] history entry, [6] "1" if denied, [7] risk or "",
@@ -215,10 +236,11 @@ return 1
 
 // annotateScript: ARGV[4] seq, [5] result tags (JSON) or "", [6] "1" to replace the detector
 // state with [7], [8] the version the session must be at, or "0" for any. Tags live in the meta hash as t:<seq>; the tags of the call that just left
-// the history are dropped (older strays go with the key). Answers {ok, before, after, meta}.
+// the history are dropped (older strays go with the key). Answers {ok|conflict, before, after,
+// version}: the caller needs no more, and the meta hash holds up to one tag field per call.
 var annotateScript = redis.NewScript(luaPrelude + `
 if ARGV[8] ~= '0' and redis.call('HGET', m, 'v') ~= ARGV[8] then
-  return {'conflict', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)}
+  return {'conflict', before, redis.call('HGET', m, 'st'), redis.call('HGET', m, 'v')}
 end
 if ARGV[5] ~= '' then
   merge('t:' .. ARGV[4], ARGV[5])
@@ -226,6 +248,6 @@ if ARGV[5] ~= '' then
   if old > 0 then redis.call('HDEL', m, 't:' .. old) end
 end
 if ARGV[6] == '1' then redis.call('HSET', m, 'ds', ARGV[7]) end
-redis.call('HINCRBY', m, 'v', 1)
-return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)}
+local v = redis.call('HINCRBY', m, 'v', 1)
+return {'ok', before, redis.call('HGET', m, 'st'), tostring(v)}
 `)

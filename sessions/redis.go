@@ -29,6 +29,7 @@ type Redis struct {
 	channel string
 	block   int
 	blocks  *blockCache
+	hist    *histCache
 	wait    WaitOptions
 }
 
@@ -44,6 +45,11 @@ type RedisOptions struct {
 	// HistoryBlock is how many history entries are sealed into one compressed block.
 	// Zero: 16. Negative: history is never compressed.
 	HistoryBlock int
+	// HistoryCache bounds how many decoded history entries this replica keeps, across
+	// sessions, so that a Snapshot fetches and decodes only the entries added since its last
+	// read of the session. Zero: 32768 (128 sessions at the default history limit).
+	// Negative: no cache.
+	HistoryCache int
 	// Wait makes revokes and freezes wait for Redis replicas (redis_wait.go). Zero: no wait.
 	Wait WaitOptions
 }
@@ -62,8 +68,11 @@ func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
 	case opts.HistoryBlock < 0:
 		opts.HistoryBlock = 0
 	}
+	if opts.HistoryCache == 0 {
+		opts.HistoryCache = 1 << 15
+	}
 	return &Redis{c: c, opts: opts.Options.withDefaults(), prefix: opts.Prefix, channel: opts.Channel,
-		block: opts.HistoryBlock, blocks: newBlockCache(4096), wait: opts.Wait}
+		block: opts.HistoryBlock, blocks: newBlockCache(4096), hist: newHistCache(opts.HistoryCache), wait: opts.Wait}
 }
 
 func (r *Redis) metaKey(id string) string    { return r.prefix + ":{" + id + "}:m" }
@@ -195,49 +204,91 @@ func activeErr(s *Session) error {
 	return nil
 }
 
-// read runs readScript; when hash is set the session must carry that token hash.
+// read runs readScript; when hash is set the session must carry that token hash. With
+// history, it asks only for the entries appended since the history cached for the session
+// (see histCache), and decodes only those.
 func (r *Redis) read(ctx context.Context, step, id string, history bool, hash *[32]byte) (*Session, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
 	hist := "0"
+	cached, haveCache := histSlot{last: -1}, false
 	if history {
 		hist = "1"
+		if c, ok := r.hist.get(id); ok {
+			cached, haveCache = c, true
+		}
 	}
-	res, err := r.run(ctx, readScript, id, hist)
+	block := r.block
+	if block <= 0 {
+		block = 1
+	}
+	res, err := r.run(ctx, readScript, id, hist, cached.last, cached.created, block)
 	if err != nil {
 		return nil, fail(step, err)
 	}
 	if res.code == "nf" {
+		r.hist.drop(id)
 		return nil, fmt.Errorf("%s: session %s: %w", step, id, ErrNotFound)
 	}
 	if hash != nil && subtle.ConstantTimeCompare([]byte(res.tokenHash), []byte(hex.EncodeToString(hash[:]))) != 1 {
 		return nil, fmt.Errorf("%s: %w", step, ErrNotFound)
 	}
 	r.moveState(ctx, res)
-	if history {
-		entries := res.history
-		if len(res.sealed) > 0 {
-			entries = nil
-			for _, b := range res.sealed {
-				e, err := r.blocks.entries(b)
-				if err != nil {
-					return nil, fmt.Errorf("%s: session %s: history block: %w", step, id, err)
-				}
-				entries = append(entries, e...)
+	if !history {
+		return res.s, nil
+	}
+	if res.s.State == StateRevoked || res.s.State == StateExpired {
+		r.hist.drop(id) // it will not admit again
+	}
+	entries := res.history
+	if len(res.sealed) > 0 {
+		entries = nil
+		for _, b := range res.sealed {
+			e, err := r.blocks.entries(b)
+			if err != nil {
+				r.hist.drop(id)
+				return nil, fmt.Errorf("%s: session %s: history block: %w", step, id, err)
 			}
-			entries = append(entries, res.history...)
+			entries = append(entries, e...)
 		}
+		entries = append(entries, res.history...)
+	}
+	last := res.s.Calls + res.s.Denied
+	var recs []CallRecord
+	if res.delta && haveCache {
+		want := int(last - cached.last)
+		if len(entries) < want {
+			// The blocks held other sizes than expected: read the whole history.
+			r.hist.drop(id)
+			return r.read(ctx, step, id, history, hash)
+		}
+		recs, err = appendHistory(cached.recs, entries[len(entries)-want:], res.s, res.s.HistoryLimit)
+	} else {
 		if over := len(entries) - res.s.HistoryLimit; over > 0 {
 			entries = entries[over:]
 		}
-		if err := decodeHistory(res.s, entries); err != nil {
-			return nil, fmt.Errorf("%s: session %s: %w", step, id, err)
-		}
-		for i := range res.s.History {
-			if tags, ok := res.tags[res.s.History[i].Seq]; ok {
-				res.s.History[i].ResultTags = addUnique(res.s.History[i].ResultTags, tags)
-			}
+		recs, err = appendHistory(nil, entries, res.s, res.s.HistoryLimit)
+	}
+	if err != nil {
+		r.hist.drop(id)
+		return nil, fmt.Errorf("%s: session %s: %w", step, id, err)
+	}
+	if res.s.State == StateActive || res.s.State == StateFrozen {
+		r.hist.put(id, res.s.Created.UnixMilli(), last, recs)
+	}
+	if len(recs) > 0 {
+		res.s.History = make([]CallRecord, len(recs))
+		copy(res.s.History, recs)
+	}
+	// Result tags are the caller's own (Annotate adds to them); names, args, labels and rules
+	// are shared with the cache, as they already are between entries (see entryMemo), and
+	// nothing edits them in place.
+	for i := range res.s.History {
+		h := &res.s.History[i]
+		tags := res.tags[h.Seq]
+		if len(h.ResultTags) > 0 || len(tags) > 0 {
+			h.ResultTags = addUnique(append([]string(nil), h.ResultTags...), tags)
 		}
 	}
 	return res.s, nil
@@ -334,17 +385,22 @@ func (r *Redis) Annotate(ctx context.Context, id string, version, seq int64, tag
 	if len(tags) > 0 {
 		t = jsonList(tags)
 	}
-	res, err := r.run(ctx, annotateScript, id, seq, t, flag(detect != nil), string(detect), version)
+	argv := []any{r.channel, r.now(), id, seq, t, flag(detect != nil), string(detect), version}
+	v, err := annotateScript.Run(ctx, r.c, []string{r.metaKey(id), r.histKey(id), r.blockKey(id)}, argv...).Slice()
 	if err != nil {
 		return fail("annotate call", err)
 	}
-	switch res.code {
-	case "nf":
+	if len(v) > 0 && str(v[0]) == "nf" {
 		return fmt.Errorf("annotate call: session %s: %w", id, ErrNotFound)
-	case "conflict":
-		return fmt.Errorf("annotate call on version %d, session is at %d: %w", version, res.s.Version, ErrConflict)
 	}
-	r.moveState(ctx, res)
+	if len(v) < 4 {
+		return fmt.Errorf("annotate call: session script answered %d values; want 4", len(v))
+	}
+	if str(v[0]) == "conflict" {
+		return fmt.Errorf("annotate call on version %d, session is at %s: %w", version, str(v[3]), ErrConflict)
+	}
+	// A read inside the script may have expired the session.
+	r.moveState(ctx, scriptResult{before: State(str(v[1])), after: State(str(v[2])), s: &Session{ID: id}})
 	return nil
 }
 
@@ -573,6 +629,9 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 					r.opts.Logger.Warn("session event not understood", "payload", msg.Payload, "err", err)
 					continue
 				}
+				if ev.Kind == EventRevoked || ev.Kind == EventExpired {
+					r.hist.drop(ev.SessionID) // its history will not be read for a decision again
+				}
 				select {
 				case out <- ev:
 				default:
@@ -718,6 +777,7 @@ type scriptResult struct {
 	sealed        []string           // compressed blocks of entries, older than the tail
 	tail          int64              // the tail's length after a commit
 	tags          map[int64][]string // result tags by call seq
+	delta         bool               // history and sealed hold only entries after the caller's
 }
 
 func (r *Redis) run(ctx context.Context, sc *redis.Script, id string, args ...any) (scriptResult, error) {
@@ -747,15 +807,19 @@ func (r *Redis) runAt(ctx context.Context, sc *redis.Script, id string, now int6
 	if len(v) > 5 {
 		hist, _ := v[4].([]any)
 		for _, e := range hist {
-			res.history = append(res.history, fmt.Sprint(e))
+			res.history = append(res.history, str(e))
 		}
 		blocks, _ := v[5].([]any)
 		for _, b := range blocks {
-			res.sealed = append(res.sealed, fmt.Sprint(b))
+			res.sealed = append(res.sealed, str(b))
 		}
 	}
 	if len(v) > 6 {
 		res.tail, _ = v[6].(int64)
+	}
+	if len(v) > 7 {
+		d, _ := v[7].(int64)
+		res.delta = d == 1
 	}
 	return res, nil
 }
@@ -781,7 +845,11 @@ func (r *Redis) moveState(ctx context.Context, res scriptResult) {
 func parseMeta(id string, flat []any) (*Session, string, error) {
 	f := make(map[string]string, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
-		f[fmt.Sprint(flat[i])] = fmt.Sprint(flat[i+1])
+		k := str(flat[i])
+		if strings.HasPrefix(k, "t:") {
+			continue // result tags: parseTags
+		}
+		f[k] = str(flat[i+1])
 	}
 	var firstErr error
 	num := func(k string) int64 {
@@ -831,17 +899,25 @@ func parseMeta(id string, flat []any) (*Session, string, error) {
 	return s, f["th"], firstErr
 }
 
+// str is a Redis reply value as a string; go-redis answers bulk strings as string.
+func str(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
 // parseTags collects the t:<seq> result-tag fields of a meta hash.
 func parseTags(flat []any) map[int64][]string {
 	var tags map[int64][]string
 	for i := 0; i+1 < len(flat); i += 2 {
-		k := fmt.Sprint(flat[i])
+		k := str(flat[i])
 		if !strings.HasPrefix(k, "t:") {
 			continue
 		}
 		seq, err := strconv.ParseInt(k[2:], 10, 64)
 		var l []string
-		if err != nil || json.Unmarshal([]byte(fmt.Sprint(flat[i+1])), &l) != nil {
+		if err != nil || json.Unmarshal([]byte(str(flat[i+1])), &l) != nil {
 			continue
 		}
 		if tags == nil {
