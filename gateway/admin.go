@@ -227,6 +227,10 @@ func (a *admin) storeFailure(step string, err error) *adminError {
 		return &adminError{status: http.StatusBadRequest, code: "bad_request", msg: step + ": " + err.Error()}
 	case errors.Is(err, sessions.ErrConflict):
 		return &adminError{status: http.StatusConflict, code: "conflict", msg: step + ": the session kept changing: retry"}
+	case errors.Is(err, sessions.ErrNotReplicated):
+		a.g.log.Warn("admin: change not confirmed by the Redis replicas", "step", step, "err", err)
+		return &adminError{status: http.StatusServiceUnavailable, code: "not_replicated",
+			msg: step + ": done on the Redis master, but its replicas did not confirm it in time, so a failover could undo it: repeat the request"}
 	}
 	a.g.log.Error("admin: store operation failed", "step", step, "err", err)
 	return &adminError{status: http.StatusInternalServerError, code: "internal", msg: step + ": internal error"}
@@ -420,6 +424,9 @@ func (a *admin) freezeSession(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	s, err := a.g.store.Freeze(r.Context(), id, reason)
 	if err != nil {
+		if errors.Is(err, sessions.ErrNotReplicated) {
+			a.g.endSession(id) // frozen on the master: stop it here all the same
+		}
 		writeAdminError(w, a.storeFailure("freeze session", err))
 		return
 	}
@@ -455,6 +462,9 @@ func (a *admin) revokeSession(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	s, err := a.g.store.Revoke(r.Context(), id, reason)
 	if err != nil {
+		if errors.Is(err, sessions.ErrNotReplicated) {
+			a.g.endSession(id) // revoked on the master: stop it here all the same
+		}
 		writeAdminError(w, a.storeFailure("revoke session", err))
 		return
 	}

@@ -832,3 +832,23 @@ func TestAdminRedisStore(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestAdminRevokeNotReplicated: a store that must have a revoke confirmed by
+// a Redis replica, and has none, answers the operator with a clear refusal;
+// the session is revoked on the master all the same and refuses calls.
+func TestAdminRevokeNotReplicated(t *testing.T) {
+	srv := sessionstest.StartRedis(t)
+	store := sessions.NewRedis(srv.Client(), sessions.RedisOptions{Prefix: sessionstest.Prefix(),
+		Wait: sessions.WaitOptions{Replicas: 1, Timeout: 50 * time.Millisecond}})
+	env := newAdminEnv(t, adminEnvOptions{store: store})
+	a := env.connect(t, "agent-1")
+	id := env.sessionOf(t, "agent-1").ID
+	_, err := env.client.Revoke(context.Background(), id, "leaked")
+	var apiErr *gateway.AdminAPIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable || apiErr.AdminErrorBody.Error != "not_replicated" {
+		t.Fatalf("Revoke without a confirming replica = %v; want 503 not_replicated", err)
+	}
+	if r := a.call(t, "demo__list_files", `{}`); !r.IsError {
+		t.Error("a call went through after a revoke the replicas did not confirm; want it refused")
+	}
+}
