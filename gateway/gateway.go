@@ -191,7 +191,7 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 		server.WithEndpointPath("/mcp"),
 		// Keeps progress notifications that race the final response
 		// (notes/mcp-go.md pitfall 7) for clients that use sessions.
-		server.WithEventStore(server.NewInMemoryEventStore()),
+		server.WithEventStore(newBoundedEventStore(eventsPerStream, eventSessions)),
 		server.WithStreamableHTTPLogger(g.log),
 	)
 	g.sse = server.NewSSEServer(g.mcp,
@@ -223,6 +223,12 @@ func (g *Gateway) Approvals() *Approvals { return g.approve }
 
 // Metrics are the gateway's counters.
 func (g *Gateway) Metrics() *Metrics { return g.metrics }
+
+// Bounds of the events kept for resuming Streamable HTTP streams.
+const (
+	eventsPerStream = 256
+	eventSessions   = 10_000
+)
 
 // Handler serves MCP over Streamable HTTP at /mcp, the legacy SSE
 // transport at /sse and /message, and upstream health at /healthz.
