@@ -79,45 +79,41 @@ func methodFrom(ctx context.Context) string {
 // checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
 // to be a well-formed object without duplicate keys.
 func checkEnvelope(body []byte) (string, *edgeError) {
-	var env struct {
-		JSONRPC *string          `json:"jsonrpc"`
-		ID      json.RawMessage  `json:"id"`
-		Method  *json.RawMessage `json:"method"`
-		Params  json.RawMessage  `json:"params"`
-		Result  json.RawMessage  `json:"result"`
-		Error   json.RawMessage  `json:"error"`
-	}
+	// A map, not a struct: struct fields would match "Method" or "jsonrpC"
+	// too, and the envelope's keys must be exactly JSON-RPC's.
+	var env map[string]json.RawMessage
 	if err := json.Unmarshal(body, &env); err != nil {
 		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "invalid JSON-RPC message: " + err.Error()}
 	}
+	id := env["id"]
 	bad := func(msg string) *edgeError {
 		e := &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: msg}
-		if validID(env.ID) {
-			e.id = env.ID
+		if validID(id) {
+			e.id = id
 		}
 		return e
 	}
-	if env.JSONRPC == nil || *env.JSONRPC != "2.0" {
+	var version string
+	if err := json.Unmarshal(env["jsonrpc"], &version); err != nil || version != "2.0" {
 		return "", bad(`"jsonrpc" must be "2.0"`)
 	}
-	if len(env.ID) > 0 && !validID(env.ID) {
+	if len(id) > 0 && !validID(id) {
 		return "", bad(`"id" must be a string or an integer`)
 	}
-	if env.Method == nil {
+	rawMethod, isRequest := env["method"]
+	if !isRequest {
 		// A response to a server-initiated request (sampling, elicitation).
-		if len(env.ID) == 0 || (len(env.Result) == 0) == (len(env.Error) == 0) {
+		if len(id) == 0 || (len(env["result"]) == 0) == (len(env["error"]) == 0) {
 			return "", bad("a message without \"method\" must be a response with an id and exactly one of result or error")
 		}
 		return "", nil
 	}
 	var method string
-	if err := json.Unmarshal(*env.Method, &method); err != nil || method == "" {
+	if err := json.Unmarshal(rawMethod, &method); err != nil || method == "" {
 		return "", bad(`"method" must be a non-empty string`)
 	}
-	if len(env.Params) > 0 {
-		if p := bytes.TrimSpace(env.Params); p[0] != '{' && p[0] != '[' {
-			return method, bad(`"params" must be an object`)
-		}
+	if params := bytes.TrimSpace(env["params"]); len(params) > 0 && params[0] != '{' && params[0] != '[' {
+		return method, bad(`"params" must be an object`)
 	}
 	return method, nil
 }
