@@ -64,7 +64,7 @@ func checkMessage(body []byte, maxDepth int) (string, *edgeError) {
 	if c.pos != len(c.buf) {
 		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
 	}
-	return checkEnvelope(body)
+	return checkEnvelope(&c.env)
 }
 
 // methodCtxKey holds the JSON-RPC method of a posted message.
@@ -78,14 +78,8 @@ func methodFrom(ctx context.Context) string {
 
 // checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
 // to be a well-formed object without duplicate keys.
-func checkEnvelope(body []byte) (string, *edgeError) {
-	// A map, not a struct: struct fields would match "Method" or "jsonrpC"
-	// too, and the envelope's keys must be exactly JSON-RPC's.
-	var env map[string]json.RawMessage
-	if err := json.Unmarshal(body, &env); err != nil {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "invalid JSON-RPC message: " + err.Error()}
-	}
-	id := env["id"]
+func checkEnvelope(env *envelope) (string, *edgeError) {
+	id := json.RawMessage(env.id)
 	bad := func(msg string) *edgeError {
 		e := &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: msg}
 		if validID(id) {
@@ -94,25 +88,24 @@ func checkEnvelope(body []byte) (string, *edgeError) {
 		return e
 	}
 	var version string
-	if err := json.Unmarshal(env["jsonrpc"], &version); err != nil || version != "2.0" {
+	if err := json.Unmarshal(env.jsonrpc, &version); err != nil || version != "2.0" {
 		return "", bad(`"jsonrpc" must be "2.0"`)
 	}
 	if len(id) > 0 && !validID(id) {
 		return "", bad(`"id" must be a string or an integer`)
 	}
-	rawMethod, isRequest := env["method"]
-	if !isRequest {
+	if env.method == nil {
 		// A response to a server-initiated request (sampling, elicitation).
-		if len(id) == 0 || (len(env["result"]) == 0) == (len(env["error"]) == 0) {
+		if len(id) == 0 || (env.result == nil) == (env.error == nil) {
 			return "", bad("a message without \"method\" must be a response with an id and exactly one of result or error")
 		}
 		return "", nil
 	}
 	var method string
-	if err := json.Unmarshal(rawMethod, &method); err != nil || method == "" {
+	if err := json.Unmarshal(env.method, &method); err != nil || method == "" {
 		return "", bad(`"method" must be a non-empty string`)
 	}
-	if params := bytes.TrimSpace(env["params"]); len(params) > 0 && params[0] != '{' && params[0] != '[' {
+	if p := env.params; len(p) > 0 && p[0] != '{' && p[0] != '[' {
 		return method, bad(`"params" must be an object`)
 	}
 	return method, nil
@@ -139,6 +132,33 @@ type checker struct {
 	buf      []byte
 	pos      int
 	maxDepth int
+	env      envelope // the top-level object's JSON-RPC members, as scanned
+}
+
+// envelope holds the raw values of a message's JSON-RPC members, keyed by
+// their exact names ("Method" is not "method"); nil when absent. The
+// checker fills it while it validates, so the message is scanned once.
+type envelope struct {
+	jsonrpc, id, method, params, result, error []byte
+}
+
+// member returns where the top-level member key is kept, or nil.
+func (e *envelope) member(key string) *[]byte {
+	switch key {
+	case "jsonrpc":
+		return &e.jsonrpc
+	case "id":
+		return &e.id
+	case "method":
+		return &e.method
+	case "params":
+		return &e.params
+	case "result":
+		return &e.result
+	case "error":
+		return &e.error
+	}
+	return nil
 }
 
 var errEOF = errors.New("unexpected end of JSON input")
@@ -319,8 +339,15 @@ func (c *checker) object(depth int) error {
 			return c.errorf("expected ':' after object key")
 		}
 		c.pos++
+		c.skipSpace()
+		start := c.pos
 		if err := c.value(depth); err != nil {
 			return err
+		}
+		if depth == 1 { // the message itself
+			if m := c.env.member(key); m != nil {
+				*m = c.buf[start:c.pos]
+			}
 		}
 		c.skipSpace()
 		if c.pos >= len(c.buf) {
