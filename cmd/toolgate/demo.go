@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
@@ -40,30 +37,18 @@ func serveDemo(ctx context.Context, listen, sandbox string, log *slog.Logger, re
 		return err
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", server.NewStreamableHTTPServer(srv.MCPServer(),
 		// It is meant to sit behind toolgate, reached by a service name.
 		server.WithDisableLocalhostProtection(true)))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Info("demo tool server listening", "mcp", "http://"+ln.Addr().String()+"/mcp", "sandbox", srv.Sandbox())
+	var servers httpServers
+	addr, err := servers.start("demo", listen, mux)
+	if err != nil {
+		return err
+	}
+	log.Info("demo tool server listening", "mcp", "http://"+addr.String()+"/mcp", "sandbox", srv.Sandbox())
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(addr.String())
 	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return servers.wait(ctx, nil)
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
@@ -130,47 +127,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}()
 	go (&sessions.Reaper{Store: store, Logger: log.With("component", "reaper")}).Run(ctx)
 
-	ln, err := net.Listen("tcp", cfg.Gateway.Listen)
+	var servers httpServers
+	addr, err := servers.start("gateway", cfg.Gateway.Listen, gw.Handler())
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	servers := []*http.Server{srv}
 	if cfg.Admin.Listen != "" {
 		admin, err := gw.AdminHandler(cfg.Admin, gateway.AdminOptions{Policies: engine})
 		if err != nil {
 			return err
 		}
-		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		aaddr, err := servers.start("admin", cfg.Admin.Listen, obs.adminHandler(admin))
 		if err != nil {
-			return fmt.Errorf("admin listen: %w", err)
-		}
-		asrv := &http.Server{Handler: obs.adminHandler(admin), ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- asrv.Serve(aln) }()
-		servers = append(servers, asrv)
-		log.Info("admin API listening", "addr", aln.Addr().String())
-	}
-	log.Info("toolgate listening", "addr", ln.Addr().String(), "mcp", "http://"+ln.Addr().String()+"/mcp",
-		"tools", len(manager.Tools()), "store", cfg.Store.Type, "policies", len(cfg.Policies.Paths) > 0)
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdown, stop := context.WithTimeout(context.Background(), 5*time.Second)
-	defer stop()
-	_ = gw.Close(shutdown)
-	for _, s := range servers {
-		if err := s.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
+		log.Info("admin API listening", "addr", aaddr.String())
 	}
-	return nil
+	log.Info("toolgate listening", "addr", addr.String(), "mcp", "http://"+addr.String()+"/mcp",
+		"tools", len(manager.Tools()), "store", cfg.Store.Type, "policies", len(cfg.Policies.Paths) > 0)
+	if ready != nil {
+		ready(addr.String())
+	}
+	return servers.wait(ctx, func(shutdown context.Context) { _ = gw.Close(shutdown) })
 }
 
 // reloadOnHangup reloads the policies on SIGHUP; a broken set is reported
