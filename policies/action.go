@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Action is what a decision does with a call.
@@ -141,9 +142,41 @@ func (s Scope) Narrow(n Narrowing) Scope {
 // Glob reports whether name matches pattern, where '*' matches any run of
 // characters (including none) and '?' matches exactly one. There are no
 // character classes and no escapes; matching is case-sensitive.
-func Glob(pattern, name string) bool {
+func Glob(pattern, name string) bool { return compileGlob(pattern).match(name) }
+
+// glob is a pattern of Glob ready to match many names.
+type glob struct {
+	pattern string
+	// tail is the text after the last '*', which must end every name
+	// that matches: checking it first rejects most names at once
+	// ("*__read_secret" against a history of other tools).
+	tail    string
+	hasStar bool
+}
+
+func compileGlob(pattern string) glob {
+	g := glob{pattern: pattern}
+	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
+		g.tail, g.hasStar = pattern[i+1:], true
+	}
+	return g
+}
+
+func (g glob) match(name string) bool {
+	pattern := g.pattern
+	if g.hasStar {
+		if len(g.tail) > len(name) {
+			return false
+		}
+		end := name[len(name)-len(g.tail):]
+		for k := range len(g.tail) {
+			if g.tail[k] != '?' && g.tail[k] != end[k] {
+				return false
+			}
+		}
+	}
 	// Iterative matcher with one backtrack point: linear in practice and
-	// allocation-free, so constant patterns need no precompilation.
+	// allocation-free.
 	p, n := 0, 0
 	starP, starN := -1, 0
 	for n < len(name) {

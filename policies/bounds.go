@@ -85,7 +85,8 @@ func withinBounds(in *Input) bool {
 	}
 	for i := range in.History {
 		h := &in.History[i]
-		if !strs(h.Labels) || !strs(h.ResultTags) || !str(h.Server, h.Tool, h.Name, h.Decision) {
+		if max(len(h.Server), len(h.Tool), len(h.Name), len(h.Decision)) > boundString ||
+			!strs(h.Labels) || !strs(h.ResultTags) {
 			return false
 		}
 	}

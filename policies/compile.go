@@ -52,6 +52,7 @@ type SourceFile struct {
 // Set is a compiled, immutable policy set. It is safe for concurrent use.
 type Set struct {
 	rules   []*compiledRule
+	nSlots  int // shared comprehensions of the untracked programs (memo.go)
 	version string
 	files   []string
 	opts    Options
@@ -150,6 +151,7 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 	set := &Set{version: hashSources(files), opts: opts, adapter: env.CELTypeAdapter()}
 	var problems []Problem
 	seen := map[string]string{} // rule id -> where it was first defined
+	memo := &memoSlots{byKey: map[string]int{}}
 	for _, f := range files {
 		set.files = append(set.files, f.Name)
 		var pf File
@@ -188,7 +190,7 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 				}
 				cr.prg = prg
 				if prg != nil {
-					cr.fast, cr.bound = boundedProgram(env, checked, limit)
+					cr.fast, cr.bound = boundedProgram(env, checked, limit, memo)
 				}
 			}
 			set.rules = append(set.rules, cr)
@@ -197,6 +199,7 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}
 	}
+	set.nSlots = len(memo.byKey)
 	return set, nil
 }
 
@@ -228,6 +231,9 @@ func compileWhen(env *cel.Env, e Expression, progOpts []cel.ProgramOption) (cel.
 	if !checked.OutputType().IsExactType(types.BoolType) {
 		return nil, nil, []Problem{{Message: fmt.Sprintf("must be a bool expression, but it gives %s", checked.OutputType())}}
 	}
+	// Problems are all reported above, on the source as written; only a
+	// valid expression is reordered (order.go).
+	checked = reorderLogic(env, checked)
 	prg, err := env.Program(checked, progOpts...)
 	if err != nil {
 		return nil, nil, []Problem{{Message: fmt.Sprintf("build program: %v", err)}}
@@ -238,13 +244,18 @@ func compileWhen(env *cel.Env, e Expression, progOpts []cel.ProgramOption) (cel.
 // boundedProgram builds an untracked program for checked when its
 // estimated cost, for inputs within the sizes of bounds.go, is at most
 // limit; it returns nil otherwise (or if anything fails: the tracked
-// program then serves every input).
-func boundedProgram(env *cel.Env, checked *cel.Ast, limit uint64) (cel.Program, uint64) {
+// program then serves every input). The program shares comprehensions
+// through memo.
+func boundedProgram(env *cel.Env, checked *cel.Ast, limit uint64, memo *memoSlots) (cel.Program, uint64) {
 	est, err := env.EstimateCost(checked, sizeHints{})
 	if err != nil || est.Max > limit {
 		return nil, 0
 	}
-	prg, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize))
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if dec := memo.decorator(checked); dec != nil {
+		opts = append(opts, dec)
+	}
+	prg, err := env.Program(checked, opts...)
 	if err != nil {
 		return nil, 0
 	}

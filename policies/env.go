@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -89,8 +88,8 @@ func objectFields() map[string]map[string]field {
 	str := func(f func(o *object) string) field {
 		return field{types.StringType, func(o *object) (ref.Val, error) { return types.String(f(o)), nil }}
 	}
-	strs := func(f func(o *object) []string) field {
-		return field{stringListType, func(o *object) (ref.Val, error) { return o.st.stringList(f(o)), nil }}
+	strs := func(f func(o *object) *[]string) field {
+		return field{stringListType, func(o *object) (ref.Val, error) { return strSlice{f(o)}, nil }}
 	}
 	hist := func(o *object) *HistoryEntry { return &o.st.in.History[o.idx] }
 	flag := func(o *object) *Flag { return &o.st.in.Flags[o.idx] }
@@ -101,7 +100,7 @@ func objectFields() map[string]map[string]field {
 			"name":   str(func(o *object) string { return o.st.in.Call.Name }),
 			"method": str(func(o *object) string { return o.st.in.Call.Method }),
 			"args":   {dynMapType, func(o *object) (ref.Val, error) { return o.st.callArgs() }},
-			"labels": strs(func(o *object) []string { return o.st.in.Call.Labels }),
+			"labels": strs(func(o *object) *[]string { return &o.st.in.Call.Labels }),
 		},
 		sessionType.TypeName(): {
 			"id":      str(func(o *object) string { return o.st.in.Session.ID }),
@@ -118,7 +117,7 @@ func objectFields() map[string]map[string]field {
 			"calls":  {types.IntType, func(o *object) (ref.Val, error) { return types.Int(o.st.in.Session.Calls), nil }},
 			"denied": {types.IntType, func(o *object) (ref.Val, error) { return types.Int(o.st.in.Session.Denied), nil }},
 			"risk":   {types.DoubleType, func(o *object) (ref.Val, error) { return types.Double(o.st.in.Session.Risk), nil }},
-			"scope":  strs(func(o *object) []string { return o.st.in.Session.Scope }),
+			"scope":  strs(func(o *object) *[]string { return &o.st.in.Session.Scope }),
 		},
 		historyType.TypeName(): {
 			"server":      str(func(o *object) string { return hist(o).Server }),
@@ -127,8 +126,8 @@ func objectFields() map[string]map[string]field {
 			"args":        {dynMapType, func(o *object) (ref.Val, error) { return o.st.historyArgs(o.idx) }},
 			"decision":    str(func(o *object) string { return hist(o).Decision }),
 			"time":        {types.TimestampType, func(o *object) (ref.Val, error) { return types.Timestamp{Time: hist(o).Time}, nil }},
-			"labels":      strs(func(o *object) []string { return hist(o).Labels }),
-			"result_tags": strs(func(o *object) []string { return hist(o).ResultTags }),
+			"labels":      strs(func(o *object) *[]string { return &hist(o).Labels }),
+			"result_tags": strs(func(o *object) *[]string { return &hist(o).ResultTags }),
 		},
 		flagType.TypeName(): {
 			"kind":   str(func(o *object) string { return flag(o).Kind }),
@@ -210,6 +209,22 @@ func (p *provider) FindStructFieldType(typeName, fieldName string) (*types.Field
 	return p.Registry.FindStructFieldType(typeName, fieldName)
 }
 
+// NativeToValue returns toolgate's own values, and the booleans
+// comprehensions pass around, as they are: CEL passes every element,
+// field and variable it reads through here, and the registry's generic
+// switch is slow to reach them.
+func (p *provider) NativeToValue(v any) ref.Val {
+	switch t := v.(type) {
+	case *object:
+		return t
+	case strSlice:
+		return t
+	case types.Bool:
+		return t
+	}
+	return p.Registry.NativeToValue(v)
+}
+
 func (p *provider) NewValue(name string, fields map[string]ref.Val) ref.Val {
 	if _, ok := p.structs[name]; ok {
 		return types.NewErr("%s values cannot be built in a policy", name)
@@ -235,35 +250,63 @@ type evalState struct {
 
 	bounds int8 // withinBounds(in): 0 not yet known, 1 yes, -1 no
 
-	// lists remembers the CEL values of recently read string lists: a
-	// history scan reads the same labels of every entry, once per rule.
-	lists     [8]memoList
-	listsNext int
+	// slots hold the values of the comprehensions rules share (memo.go),
+	// made on first use.
+	slots  []ref.Val
+	nSlots int
+
+	// calls remembers the results of history functions over the whole
+	// history: rules of a pack repeat the same few calls.
+	calls    []histCall
+	callsBuf [4]histCall
 }
 
-type memoList struct {
-	src []string
-	val ref.Val
+// histCall is one call of sequence (globs set) or countSince (count set)
+// over the whole history, and its result.
+type histCall struct {
+	count             bool
+	since             time.Time
+	pattern, decision string
+	globs             []glob
+	val               ref.Val
 }
 
-// stringList is the CEL list of l, built once per decision for equal
-// lists read close together. Its elements are CEL strings already, so
-// "x in list" compares without converting each element.
-func (s *evalState) stringList(l []string) ref.Val {
-	for i := range s.lists {
-		m := &s.lists[i]
-		if m.val != nil && slices.Equal(m.src, l) {
-			return m.val
+// recall returns the result of an earlier countSince call equal to k, or
+// nil.
+func (s *evalState) recall(k *histCall) ref.Val {
+	for i := range s.calls {
+		c := &s.calls[i]
+		if c.count && c.since.Equal(k.since) && c.pattern == k.pattern && c.decision == k.decision {
+			return c.val
 		}
 	}
-	vals := make([]ref.Val, len(l))
-	for i, x := range l {
-		vals[i] = types.String(x)
+	return nil
+}
+
+// recallSequence returns the result of an earlier sequence call with the
+// np patterns ps, or nil.
+func (s *evalState) recallSequence(ps traits.Lister, np int) ref.Val {
+next:
+	for i := range s.calls {
+		c := &s.calls[i]
+		if c.count || len(c.globs) != np {
+			continue
+		}
+		for j, g := range c.globs {
+			if p, ok := ps.Get(types.Int(j)).(types.String); !ok || string(p) != g.pattern {
+				continue next
+			}
+		}
+		return c.val
 	}
-	v := types.NewRefValList(s.adapter, vals)
-	s.lists[s.listsNext] = memoList{src: l, val: v}
-	s.listsNext = (s.listsNext + 1) % len(s.lists)
-	return v
+	return nil
+}
+
+func (s *evalState) remember(c histCall) {
+	if s.calls == nil {
+		s.calls = s.callsBuf[:0]
+	}
+	s.calls = append(s.calls, c)
 }
 
 // withinBounds is withinBounds(s.in), computed once per decision.
@@ -293,7 +336,7 @@ func (s *evalState) ResolveName(name string) (any, bool) {
 		return s.session, true
 	case "history":
 		if s.history == nil {
-			s.history = historyList{s.objectList(kindHistory, len(s.in.History)), s}
+			s.history = historyList{s.objectList(kindHistory, len(s.in.History))}
 		}
 		return s.history, true
 	case "flags":
@@ -314,6 +357,8 @@ func (s *evalState) ResolveName(name string) (any, bool) {
 		return types.Timestamp{Time: s.in.Now}, true
 	case taintVar:
 		return taintVal{set: s.in.Taint}, true
+	case stateVar:
+		return s, true
 	}
 	return nil, false
 }
@@ -321,20 +366,15 @@ func (s *evalState) ResolveName(name string) (any, bool) {
 func (s *evalState) Parent() interpreter.Activation { return nil }
 
 // historyList is the history variable itself; functions over it read the
-// Input's entries directly instead of boxing each element.
-type historyList struct {
-	traits.Lister
-	st *evalState
-}
+// Input's entries directly instead of going through its elements.
+type historyList struct{ *objList }
 
-func (s *evalState) objectList(kind objKind, n int) traits.Lister {
-	objs := make([]object, n)
-	vals := make([]ref.Val, n)
-	for i := range objs {
-		objs[i] = object{st: s, kind: kind, idx: i}
-		vals[i] = &objs[i]
+func (s *evalState) objectList(kind objKind, n int) *objList {
+	l := &objList{st: s, objs: make([]object, n)}
+	for i := range l.objs {
+		l.objs[i] = object{st: s, kind: kind, idx: i}
 	}
-	return types.NewRefValList(s.adapter, vals)
+	return l
 }
 
 func (s *evalState) callArgs() (ref.Val, error) {

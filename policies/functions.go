@@ -130,17 +130,23 @@ func sequence(list, patterns ref.Val) ref.Val {
 	if np == 0 {
 		return types.True
 	}
-	globs := make([]string, np)
+	hl, whole := list.(historyList)
+	if whole {
+		if v := hl.st.recallSequence(ps, np); v != nil {
+			return v
+		}
+	}
+	globs := make([]glob, np)
 	for i := range np {
 		s, ok := ps.Get(types.Int(i)).(types.String)
 		if !ok {
 			return types.NewErr("sequence: pattern %d is not a string", i)
 		}
-		globs[i] = string(s)
+		globs[i] = compileGlob(string(s))
 	}
 	next := 0
 	_, err := eachEntry(list, func(h *HistoryEntry, _ *evalState) bool {
-		if Glob(globs[next], h.Name) {
+		if globs[next].match(h.Name) {
 			next++
 		}
 		return next < np
@@ -148,7 +154,11 @@ func sequence(list, patterns ref.Val) ref.Val {
 	if err != nil {
 		return types.NewErr("sequence: %v", err)
 	}
-	return types.Bool(next == np)
+	v := types.Bool(next == np)
+	if whole {
+		hl.st.remember(histCall{globs: globs, val: v})
+	}
+	return v
 }
 
 // countSince counts history entries at or after a time (or within a
@@ -170,12 +180,35 @@ func countSince(args ...ref.Val) ref.Val {
 	default:
 		return types.NewErr("countSince: want a duration or a timestamp, got %s", args[1].Type().TypeName())
 	}
+	g := compileGlob(pattern)
+	match := func(h *HistoryEntry) bool {
+		return !h.Time.Before(since) && (decision == "" || h.Decision == decision) && g.match(h.Name)
+	}
+	if hl, ok := args[0].(historyList); ok {
+		st := hl.st
+		if since.IsZero() {
+			since = st.in.Now.Add(-window)
+		}
+		key := histCall{count: true, since: since, pattern: pattern, decision: decision}
+		if v := st.recall(&key); v != nil {
+			return v
+		}
+		count := 0
+		for i := range st.in.History {
+			if match(&st.in.History[i]) {
+				count++
+			}
+		}
+		key.val = types.Int(count)
+		st.remember(key)
+		return key.val
+	}
 	count := 0
 	_, err := eachEntry(args[0], func(h *HistoryEntry, st *evalState) bool {
 		if since.IsZero() {
 			since = st.in.Now.Add(-window)
 		}
-		if !h.Time.Before(since) && (decision == "" || h.Decision == decision) && Glob(pattern, h.Name) {
+		if match(h) {
 			count++
 		}
 		return true

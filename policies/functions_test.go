@@ -33,6 +33,44 @@ func TestGlob(t *testing.T) {
 	}
 }
 
+// TestGlobAll compares Glob with a plain recursive matcher on every
+// pattern over "ab*?" and every name over "ab", up to five characters.
+func TestGlobAll(t *testing.T) {
+	var ref func(p, n string) bool
+	ref = func(p, n string) bool {
+		switch {
+		case p == "":
+			return n == ""
+		case p[0] == '*':
+			return ref(p[1:], n) || n != "" && ref(p, n[1:])
+		case n == "":
+			return false
+		case p[0] == '?' || p[0] == n[0]:
+			return ref(p[1:], n[1:])
+		}
+		return false
+	}
+	words := func(alphabet string, max int) []string {
+		out := []string{""}
+		for i := 0; i < len(out); i++ {
+			if len(out[i]) < max {
+				for _, c := range alphabet {
+					out = append(out, out[i]+string(c))
+				}
+			}
+		}
+		return out
+	}
+	names := words("ab", 5)
+	for _, p := range words("ab*?", 5) {
+		for _, n := range names {
+			if got, want := Glob(p, n), ref(p, n); got != want {
+				t.Fatalf("Glob(%q, %q) = %v; want %v", p, n, got, want)
+			}
+		}
+	}
+}
+
 // TestFunctions evaluates each CEL helper through a real policy set.
 func TestFunctions(t *testing.T) {
 	hist := []HistoryEntry{
