@@ -11,13 +11,15 @@ import (
 )
 
 // boundedEventStore keeps, for each MCP transport session, the last few
-// events of each of its streams, so that a client can resume a stream it
+// events of its latest streams, so that a client can resume a stream it
 // lost (and progress notifications racing a response are not lost,
 // notes/mcp-go.md pitfall 7). mcp-go's InMemoryEventStore keeps every
 // event until the transport session ends, which a long-lived agent session
-// would grow without bound.
+// would grow without bound; so would a session here if it kept every
+// stream, as each request answered over SSE is a stream of its own.
 type boundedEventStore struct {
 	perStream   int // events kept per stream
+	maxStreams  int // streams kept per session; the oldest is dropped beyond
 	maxSessions int // transport sessions kept; the oldest is dropped beyond
 
 	mu       sync.Mutex
@@ -28,8 +30,13 @@ type boundedEventStore struct {
 
 type eventLog struct {
 	streams map[string][]storedEvent // newest last, at most perStream each
+	order   []string                 // stream ids by first event, oldest first
 	where   map[string]string        // event id -> stream id
 }
+
+// streamsPerSession bounds the streams a session keeps: a client resumes
+// the streams of the requests it has in flight, not those answered long ago.
+const streamsPerSession = 32
 
 type storedEvent struct {
 	id  string
@@ -39,7 +46,7 @@ type storedEvent struct {
 var _ server.EventStore = (*boundedEventStore)(nil)
 
 func newBoundedEventStore(perStream, maxSessions int) *boundedEventStore {
-	return &boundedEventStore{perStream: perStream, maxSessions: maxSessions, sessions: map[string]*eventLog{}}
+	return &boundedEventStore{perStream: perStream, maxStreams: streamsPerSession, maxSessions: maxSessions, sessions: map[string]*eventLog{}}
 }
 
 // StoreEvent implements server.EventStore.
@@ -58,7 +65,18 @@ func (s *boundedEventStore) StoreEvent(_ context.Context, sessionID, streamID st
 	}
 	s.seq++
 	id := strconv.FormatInt(s.seq, 10)
-	events := append(log.streams[streamID], storedEvent{id: id, msg: append(json.RawMessage(nil), message...)})
+	events, known := log.streams[streamID]
+	if !known {
+		log.order = append(log.order, streamID)
+		for len(log.order) > s.maxStreams {
+			for _, old := range log.streams[log.order[0]] {
+				delete(log.where, old.id)
+			}
+			delete(log.streams, log.order[0])
+			log.order = log.order[1:]
+		}
+	}
+	events = append(events, storedEvent{id: id, msg: append(json.RawMessage(nil), message...)})
 	if over := len(events) - s.perStream; over > 0 {
 		for _, old := range events[:over] {
 			delete(log.where, old.id)

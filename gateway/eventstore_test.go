@@ -49,3 +49,36 @@ func TestBoundedEventStore(t *testing.T) {
 		t.Errorf("after purging b: %d sessions, order %v; want only c", len(s.sessions), s.order)
 	}
 }
+
+// TestBoundedEventStoreStreams checks that a session keeps only its latest
+// streams: one that answers request after request over SSE would otherwise
+// keep a stream for each.
+func TestBoundedEventStoreStreams(t *testing.T) {
+	ctx := context.Background()
+	s := newBoundedEventStore(4, 10)
+	s.maxStreams = 3
+	first := map[string]string{} // stream -> its first event id
+	for i := range 10 {
+		stream := fmt.Sprintf("stream-%d", i)
+		for range 2 {
+			id, err := s.StoreEvent(ctx, "a", stream, json.RawMessage(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first[stream] == "" {
+				first[stream] = id
+			}
+		}
+	}
+	log := s.sessions["a"]
+	if len(log.streams) != 3 || len(log.order) != 3 || len(log.where) != 6 {
+		t.Errorf("after 10 streams of 2 events: %d streams, order %v, %d event ids; want 3, 3, 6", len(log.streams), log.order, len(log.where))
+	}
+	for i := range 10 {
+		stream := fmt.Sprintf("stream-%d", i)
+		got, err := s.ReplayEventsAfter(ctx, "a", first[stream], func(string, json.RawMessage) error { return nil })
+		if kept := i >= 7; kept != (err == nil) || (kept && got != stream) {
+			t.Errorf("ReplayEventsAfter(first event of %s) = %q, %v; want kept %v", stream, got, err, kept)
+		}
+	}
+}

@@ -95,11 +95,14 @@ func (m *Manager) Call(ctx context.Context, name string, args json.RawMessage, o
 		return fail(KindUnavailable, errors.New("unavailable: server is not connected"))
 	}
 
-	params := callParams{Name: t.Upstream, Arguments: args, Meta: maps.Clone(opts.Meta)}
+	// opts.Meta is only read (encoded before rpc returns); it is copied
+	// before a progress token is added.
+	params := callParams{Name: t.Upstream, Arguments: args, Meta: opts.Meta}
 	if opts.ProgressToken != nil && opts.OnProgress != nil {
 		// The upstream gets a token of ours, unique across agents, and the
 		// agent's token is put back on the way out.
 		token := fmt.Sprintf("toolgate-progress-%d", m.reqSeq.Add(1))
+		params.Meta = maps.Clone(opts.Meta)
 		if params.Meta == nil {
 			params.Meta = map[string]any{}
 		}

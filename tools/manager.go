@@ -119,6 +119,9 @@ func New(cfg Config, opts Options) (*Manager, error) {
 			sc.Timeout = DefaultTimeout
 		}
 		u := &upstream{cfg: sc, state: StateConnecting, since: time.Now()}
+		if sc.Transport == TransportStreamableHTTP || sc.Transport == TransportSSE {
+			u.http = newHTTPClient()
+		}
 		m.upstreams = append(m.upstreams, u)
 		m.byName[sc.Name] = u
 	}

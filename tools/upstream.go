@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toolgate/toolgate/tools/demo"
 )
@@ -31,6 +33,36 @@ type upstream struct {
 	conn       *conn    // nil unless ready
 	listing    *listing // what it offered when last listed; nil unless ready
 	builtin    *demo.Server
+
+	// http carries the requests of an HTTP upstream (streamable-http, sse)
+	// across its reconnections; nil for the others. Set once by New.
+	http *http.Client
+}
+
+// Idle connections an HTTP upstream keeps. net/http's default transport
+// keeps 2 per host, so with more calls in flight most connections would be
+// closed after one answer and dialled again for the next call.
+const (
+	maxIdleConnsPerUpstream = 256
+	idleConnTimeout         = 90 * time.Second
+)
+
+// newHTTPClient is one HTTP upstream's own connection pool, sized for the
+// gateway's concurrency. It keeps the default transport's proxy, dial,
+// TLS and HTTP/2 settings, and sets no overall timeout: the Streamable
+// HTTP GET stream and the SSE stream stay open; calls carry their
+// deadline in their context.
+func newHTTPClient() *http.Client {
+	var tr *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		tr = dt.Clone()
+	} else {
+		tr = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+	}
+	tr.MaxIdleConns = maxIdleConnsPerUpstream
+	tr.MaxIdleConnsPerHost = maxIdleConnsPerUpstream
+	tr.IdleConnTimeout = idleConnTimeout
+	return &http.Client{Transport: tr}
 }
 
 // conn is one live connection to an upstream.
@@ -70,6 +102,9 @@ func (m *Manager) run(u *upstream, initialDone func()) {
 	var once sync.Once
 	reportInitial := func() { once.Do(initialDone) }
 	defer reportInitial()
+	if u.http != nil {
+		defer u.http.CloseIdleConnections()
+	}
 
 	backoff := m.opts.InitialBackoff
 	attempts := 0
@@ -81,6 +116,10 @@ func (m *Manager) run(u *upstream, initialDone func()) {
 			attempts, backoff = 0, m.opts.InitialBackoff
 			err = m.watch(u, c)
 			_ = c.client.Close()
+			if u.http != nil {
+				// Connections to an upstream that was lost may be dead too.
+				u.http.CloseIdleConnections()
+			}
 			if m.ctx.Err() != nil {
 				return
 			}
@@ -246,10 +285,11 @@ func (m *Manager) newTransport(u *upstream) (transport.Interface, error) {
 			return nil, err
 		}
 		if cfg.Transport == TransportSSE {
-			return transport.NewSSE(cfg.URL, transport.WithHeaders(headers), transport.WithHeaderFunc(traceHeaders),
+			return transport.NewSSE(cfg.URL, transport.WithHTTPClient(u.http), transport.WithHeaders(headers), transport.WithHeaderFunc(traceHeaders),
 				transport.WithSSELogger(m.log.With("server", cfg.Name)))
 		}
-		return transport.NewStreamableHTTP(cfg.URL, transport.WithHTTPHeaders(headers), transport.WithHTTPHeaderFunc(traceHeaders),
+		return transport.NewStreamableHTTP(cfg.URL, transport.WithHTTPBasicClient(u.http),
+			transport.WithHTTPHeaders(headers), transport.WithHTTPHeaderFunc(traceHeaders),
 			// The GET stream carries list_changed notifications.
 			transport.WithContinuousListening(),
 			transport.WithHTTPLogger(m.log.With("server", cfg.Name)))
@@ -260,6 +300,9 @@ func (m *Manager) newTransport(u *upstream) (transport.Interface, error) {
 // traceHeaders carries the call's trace context to an HTTP upstream as
 // W3C traceparent/tracestate headers (it goes in _meta too, see Call).
 func traceHeaders(ctx context.Context) map[string]string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return nil // nothing to carry: spare the map
+	}
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
 	return carrier

@@ -6,10 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,7 +45,14 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		cfg.Gateway.Listen = *listen
 	}
 	log := newLogger(stderr, cfg.Log)
-	if addr := os.Getenv("TOOLGATE_PPROF_ADDR"); addr != "" {
+	tuneRuntime(cfg.Runtime, log)
+	addr := os.Getenv("TOOLGATE_PPROF_ADDR")
+	if addr == "" && !strings.Contains(os.Getenv("GODEBUG"), "memprofilerate=") {
+		// Nobody can read a heap profile: sampling allocations for one
+		// would cost CPU and a table of their stacks (about 1.5 MiB).
+		runtime.MemProfileRate = 0
+	}
+	if addr != "" {
 		// Profiling for performance work, on an address the operator
 		// chooses (keep it on loopback): net/http/pprof's handlers.
 		go func() {
@@ -51,6 +65,87 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err := serve(ctx, cfg, log, nil); err != nil {
 		log.Error("toolgate stopped", "err", err)
 		return 1
+	}
+	return 0
+}
+
+// tuneRuntime sets the garbage collector's target and the soft memory
+// limit as runtimeSettings decides, and logs what is in force.
+func tuneRuntime(rt config.Runtime, log *slog.Logger) {
+	gcPercent, memLimit := runtimeSettings(rt, os.Getenv, os.ReadFile)
+	if gcPercent != 0 {
+		debug.SetGCPercent(gcPercent)
+	}
+	if memLimit != 0 {
+		debug.SetMemoryLimit(memLimit)
+	}
+	inForce := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(inForce)
+	limit := "off"
+	if v := inForce[1].Value.Uint64(); v < math.MaxInt64 {
+		limit = fmt.Sprintf("%dMiB", v>>20)
+	}
+	log.Info("go runtime", "gc_percent", inForce[0].Value.Uint64(), "memory_limit", limit)
+}
+
+// runtimeSettings decides the GC percent and soft memory limit of serve,
+// each 0 to leave the runtime's as they are: GOGC and GOMEMLIMIT, when set,
+// were applied by the runtime and win; then the configuration's runtime
+// section; then DefaultGCPercent, and 90% of the container's memory limit
+// if it has one, for the garbage collector to work harder near it rather
+// than the process being killed at it.
+func runtimeSettings(rt config.Runtime, getenv func(string) string, readFile func(string) ([]byte, error)) (gcPercent int, memLimit int64) {
+	if getenv("GOGC") == "" {
+		gcPercent = rt.GCPercent
+		if gcPercent == 0 {
+			gcPercent = config.DefaultGCPercent
+		}
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		switch limit, set := rt.MemoryLimitBytes(); {
+		case set && limit < 0:
+			memLimit = math.MaxInt64 // off
+		case set:
+			memLimit = limit
+		default:
+			memLimit = cgroupMemoryLimit(readFile) / 10 * 9
+		}
+	}
+	return gcPercent, memLimit
+}
+
+// cgroupMemoryLimit is the memory limit of the process's cgroup (v2
+// memory.max, v1 memory.limit_in_bytes), or 0 if it has none or it cannot
+// be read. In a container the cgroup namespace makes its path "/".
+func cgroupMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	data, err := readFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		// hierarchy-ID:controller-list:cgroup-path (cgroups(7))
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		var files []string
+		switch {
+		case f[0] == "0" && f[1] == "":
+			files = []string{filepath.Join("/sys/fs/cgroup", f[2], "memory.max"), "/sys/fs/cgroup/memory.max"}
+		case slices.Contains(strings.Split(f[1], ","), "memory"):
+			files = []string{filepath.Join("/sys/fs/cgroup/memory", f[2], "memory.limit_in_bytes"), "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+		}
+		for _, name := range files {
+			b, err := readFile(name)
+			if err != nil {
+				continue
+			}
+			// "max" (v2) or a number near 2^63 (v1) means no limit.
+			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && n < 1<<62 {
+				return n
+			}
+			break
+		}
 	}
 	return 0
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
 
@@ -79,5 +81,57 @@ func TestQuickstart(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not stop after its context ended")
+	}
+}
+
+func TestRuntimeSettings(t *testing.T) {
+	const v2 = "0::/\n"
+	const v1 = "12:memory:/job\n11:cpu,cpuacct:/job\n"
+	tests := []struct {
+		name          string
+		yaml          string
+		env           map[string]string
+		files         map[string]string
+		wantGCPercent int
+		wantLimit     int64
+	}{
+		{name: "defaults outside a container", files: map[string]string{"/proc/self/cgroup": v2, "/sys/fs/cgroup/memory.max": "max\n"},
+			wantGCPercent: config.DefaultGCPercent},
+		{name: "cgroup v2 limit", files: map[string]string{"/proc/self/cgroup": v2, "/sys/fs/cgroup/memory.max": "1073741824\n"},
+			wantGCPercent: config.DefaultGCPercent, wantLimit: 1073741824 / 10 * 9},
+		{name: "cgroup v2 nested", files: map[string]string{"/proc/self/cgroup": "0::/app.slice/tg\n", "/sys/fs/cgroup/app.slice/tg/memory.max": "104857600"},
+			wantGCPercent: config.DefaultGCPercent, wantLimit: 104857600 / 10 * 9},
+		{name: "cgroup v1 limit", files: map[string]string{"/proc/self/cgroup": v1, "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": "524288000\n"},
+			wantGCPercent: config.DefaultGCPercent, wantLimit: 524288000 / 10 * 9},
+		{name: "cgroup v1 unlimited", files: map[string]string{"/proc/self/cgroup": v1, "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": "9223372036854771712\n"},
+			wantGCPercent: config.DefaultGCPercent},
+		{name: "no cgroup files", wantGCPercent: config.DefaultGCPercent},
+		{name: "config", yaml: "runtime: {memory_limit: 256MiB, gc_percent: 100}",
+			files:         map[string]string{"/proc/self/cgroup": v2, "/sys/fs/cgroup/memory.max": "1073741824\n"},
+			wantGCPercent: 100, wantLimit: 256 << 20},
+		{name: "config off", yaml: "runtime: {memory_limit: \"off\"}",
+			files:         map[string]string{"/proc/self/cgroup": v2, "/sys/fs/cgroup/memory.max": "1073741824\n"},
+			wantGCPercent: config.DefaultGCPercent, wantLimit: math.MaxInt64},
+		{name: "environment wins", yaml: "runtime: {memory_limit: 256MiB, gc_percent: 100}",
+			env:   map[string]string{"GOGC": "80", "GOMEMLIMIT": "1GiB"},
+			files: map[string]string{"/proc/self/cgroup": v2, "/sys/fs/cgroup/memory.max": "1073741824\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte("tools: {}\n" + tt.yaml + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readFile := func(name string) ([]byte, error) {
+				if v, ok := tt.files[name]; ok {
+					return []byte(v), nil
+				}
+				return nil, fs.ErrNotExist
+			}
+			gc, limit := runtimeSettings(cfg.Runtime, func(k string) string { return tt.env[k] }, readFile)
+			if gc != tt.wantGCPercent || limit != tt.wantLimit {
+				t.Errorf("runtimeSettings = gc_percent %d, memory limit %d; want %d, %d", gc, limit, tt.wantGCPercent, tt.wantLimit)
+			}
+		})
 	}
 }

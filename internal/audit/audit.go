@@ -90,10 +90,13 @@ type Options struct {
 // in batches by one goroutine, so that allowed calls do not wait for the
 // sink: a crash loses at most the queued allow events.
 type Recorder struct {
-	sink  Sink
-	log   *slog.Logger
-	opts  Options
-	queue chan Event
+	sink Sink
+	log  *slog.Logger
+	opts Options
+	// queue holds pointers: a buffer of QueueSize events would be over a
+	// megabyte, kept and scanned by the garbage collector for the life of
+	// the process however few events wait.
+	queue chan *Event
 	done  chan struct{}
 	once  sync.Once
 
@@ -110,7 +113,7 @@ func NewRecorder(sink Sink, opts Options) *Recorder {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 256
 	}
-	r := &Recorder{sink: sink, log: opts.Logger, opts: opts, queue: make(chan Event, opts.QueueSize), done: make(chan struct{})}
+	r := &Recorder{sink: sink, log: opts.Logger, opts: opts, queue: make(chan *Event, opts.QueueSize), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -128,7 +131,7 @@ func (r *Recorder) Record(ctx context.Context, e Event, sync bool) error {
 	if r.sink == nil {
 		return nil
 	}
-	if !sync && r.enqueue(e) {
+	if !sync && r.enqueue(&e) {
 		return nil
 	}
 	if err := r.sink.Write(ctx, []Event{e}); err != nil {
@@ -139,7 +142,7 @@ func (r *Recorder) Record(ctx context.Context, e Event, sync bool) error {
 }
 
 // enqueue queues e unless the queue is full or closed.
-func (r *Recorder) enqueue(e Event) bool {
+func (r *Recorder) enqueue(e *Event) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
@@ -204,9 +207,9 @@ func (r *Recorder) failed(events []Event, err error) {
 
 func (r *Recorder) run() {
 	defer close(r.done)
-	batch := make([]Event, 0, r.opts.BatchSize)
+	var batch []Event // grows to the largest batch written, at most BatchSize
 	for e := range r.queue {
-		batch = append(batch[:0], e)
+		batch = append(batch[:0], *e)
 	fill:
 		for len(batch) < r.opts.BatchSize {
 			select {
@@ -214,7 +217,7 @@ func (r *Recorder) run() {
 				if !ok {
 					break fill
 				}
-				batch = append(batch, e)
+				batch = append(batch, *e)
 			default:
 				break fill
 			}
@@ -225,6 +228,7 @@ func (r *Recorder) run() {
 			r.failed(batch, err)
 		}
 		cancel()
+		clear(batch) // let the written events' strings go
 	}
 }
 

@@ -152,3 +152,30 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("StreamKey(tg) = %q; want tg:audit", got)
 	}
 }
+
+// BenchmarkNewRecorder reports what a recorder with the default queue
+// holds before any event is recorded (B/op).
+func BenchmarkNewRecorder(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		r := NewRecorder(&memSink{}, Options{})
+		_ = r.Close()
+	}
+}
+
+// BenchmarkRecordAsync is the cost of queueing one decision event.
+func BenchmarkRecordAsync(b *testing.B) {
+	r := NewRecorder(&discardSink{}, Options{})
+	defer r.Close()
+	ctx := context.Background()
+	e := Event{Kind: KindDecision, Session: "s", Agent: "a", Tool: "up__echo", Decision: "allow", Rules: []string{"r1"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.Record(ctx, e, false)
+	}
+}
+
+type discardSink struct{}
+
+func (discardSink) Write(context.Context, []Event) error { return nil }
+func (discardSink) Close() error                         { return nil }

@@ -69,6 +69,8 @@ type Phase struct {
 	P99, Max    time.Duration
 	CPUPerCall  time.Duration // gateway process CPU (user+system) per call; gateway phases only
 	RSSBytes    int64         // gateway resident set size after the phase; gateway phases only
+	AnonBytes   int64         // the anonymous part of RSSBytes (heap, stacks); the rest is mapped files, the binary mostly
+	PeakRSS     int64         // gateway's peak resident set size during the phase (VmHWM; since start if it cannot be reset)
 	CallsPerSec float64
 }
 
@@ -198,7 +200,7 @@ func report(w io.Writer, phases []Phase, opts Options) {
 		store = "redis"
 	}
 	fmt.Fprintf(w, "store=%s policies=%v detectors=%v tracing=%v audit=%v\n\n", store, opts.Policies, opts.Detectors, opts.Tracing, opts.Audit || opts.RedisURL != "")
-	fmt.Fprintf(w, "%-8s %-8s %10s %9s %9s %9s %9s %12s %10s %8s\n", "clients", "target", "calls/s", "p50", "p90", "p99", "max", "cpu/call", "rss", "errors")
+	fmt.Fprintf(w, "%-8s %-8s %10s %9s %9s %9s %9s %12s %10s %10s %10s %8s\n", "clients", "target", "calls/s", "p50", "p90", "p99", "max", "cpu/call", "rss", "anon", "peak", "errors")
 	for _, n := range opts.Concurrency {
 		var direct, via []Phase
 		for _, p := range phases {
@@ -213,13 +215,13 @@ func report(w io.Writer, phases []Phase, opts Options) {
 		}
 		d, g := median(direct), median(via)
 		for _, p := range []Phase{d, g} {
-			cpu, rss := "", ""
+			cpu, rss, anon, peak := "", "", "", ""
 			if p.Target == "gateway" {
 				cpu = fmt.Sprintf("%.0fµs", float64(p.CPUPerCall)/1e3)
-				rss = fmt.Sprintf("%.1fMiB", float64(p.RSSBytes)/(1<<20))
+				rss, anon, peak = mib(p.RSSBytes), mib(p.AnonBytes), mib(p.PeakRSS)
 			}
-			fmt.Fprintf(w, "%-8d %-8s %10.0f %9s %9s %9s %9s %12s %10s %8d\n", n, p.Target, p.CallsPerSec,
-				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.Max), cpu, rss, p.Errors)
+			fmt.Fprintf(w, "%-8d %-8s %10.0f %9s %9s %9s %9s %12s %10s %10s %10s %8d\n", n, p.Target, p.CallsPerSec,
+				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.Max), cpu, rss, anon, peak, p.Errors)
 		}
 		fmt.Fprintf(w, "%-8d %-8s %9.2fx %+8.3fms %+8.3fms %+8.3fms\n\n", n, "added", g.CallsPerSec/d.CallsPerSec,
 			float64(g.P50-d.P50)/1e6, float64(g.P90-d.P90)/1e6, float64(g.P99-d.P99)/1e6)
@@ -227,6 +229,8 @@ func report(w io.Writer, phases []Phase, opts Options) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
 
 // median takes, field by field, the median over rounds.
 func median(ps []Phase) Phase {
@@ -249,6 +253,8 @@ func median(ps []Phase) Phase {
 	out.CallsPerSec = pick(func(p Phase) float64 { return p.CallsPerSec })
 	out.CPUPerCall = time.Duration(pick(func(p Phase) float64 { return float64(p.CPUPerCall) }))
 	out.RSSBytes = int64(pick(func(p Phase) float64 { return float64(p.RSSBytes) }))
+	out.AnonBytes = int64(pick(func(p Phase) float64 { return float64(p.AnonBytes) }))
+	out.PeakRSS = int64(pick(func(p Phase) float64 { return float64(p.PeakRSS) }))
 	errs := 0
 	for _, p := range ps {
 		errs += p.Errors
@@ -261,6 +267,9 @@ func median(ps []Phase) Phase {
 // a loop for d, and returns the latency distribution. pid, if not zero,
 // is the gateway process whose CPU and RSS are read.
 func measure(ctx context.Context, tg target, tool string, n int, d time.Duration, pid int) (Phase, error) {
+	if pid != 0 {
+		resetPeakRSS(pid) // the peak of this phase, its clients' set-up included
+	}
 	clients := make([]*client.Client, n)
 	for i := range clients {
 		c, err := connect(ctx, tg)
@@ -317,7 +326,9 @@ func measure(ctx context.Context, tg target, tool string, n int, d time.Duration
 		if cpuAfter, err := processCPU(pid); err == nil {
 			p.CPUPerCall = (cpuAfter - cpuBefore) / time.Duration(len(all)+errs)
 		}
-		p.RSSBytes, _ = processRSS(pid)
+		if m, err := processMemory(pid); err == nil {
+			p.RSSBytes, p.AnonBytes, p.PeakRSS = m.rss, m.anon, m.peak
+		}
 	}
 	return p, nil
 }
@@ -478,17 +489,45 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
-// processRSS is the resident set size of pid, from /proc.
-func processRSS(pid int) (int64, error) {
+// memory is what /proc/PID/status says of a process's resident memory.
+type memory struct {
+	rss, anon, peak int64 // VmRSS, RssAnon, VmHWM in bytes
+}
+
+// processMemory reads the resident set of pid, from /proc.
+func processMemory(pid int) (memory, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024, err
+	return parseStatus(string(data))
+}
+
+func parseStatus(status string) (memory, error) {
+	var m memory
+	fields := map[string]*int64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "VmHWM:": &m.peak}
+	found := 0
+	for _, line := range strings.Split(status, "\n") {
+		for prefix, dst := range fields {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if err != nil {
+					return memory{}, fmt.Errorf("%s %w", prefix, err)
+				}
+				*dst = kb * 1024
+				found++
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if found != len(fields) {
+		return memory{}, errors.New("no VmRSS, RssAnon or VmHWM")
+	}
+	return m, nil
+}
+
+// resetPeakRSS starts pid's VmHWM afresh at its current RSS (proc(5),
+// /proc/pid/clear_refs, value 5). Where that is not allowed, the peak
+// stays the one since the process started.
+func resetPeakRSS(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }

@@ -34,6 +34,8 @@ type Config struct {
 	// Telemetry and Audit: traces, metrics, the audit stream (issue 7).
 	Telemetry telemetry.Config `yaml:"telemetry"`
 	Audit     audit.Config     `yaml:"audit"`
+	// Runtime tunes the Go runtime's memory use (runtime.go).
+	Runtime Runtime `yaml:"runtime"`
 }
 
 // Log says how toolgate logs.
@@ -69,6 +71,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Audit.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Runtime.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch strings.ToLower(c.Log.Level) {
@@ -189,6 +194,7 @@ func (s Store) redisClient(lookupEnv func(string) (string, bool)) (redis.Univers
 	}
 	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName,
 		ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout}
+	bufferSizes(opts)
 	if r.URL != "" {
 		u, err := redis.ParseURL(r.URL)
 		if err != nil {

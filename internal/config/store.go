@@ -50,6 +50,21 @@ type RedisStore struct {
 // slow store before it is refused.
 const DefaultRedisTimeout = 500 * time.Millisecond
 
+// Buffers of each Redis connection. go-redis defaults to 32 KiB each way,
+// and 128 KiB for the connections of its pipeline pool: several MiB for
+// the pools of one process, while toolgate's commands and replies are a
+// few hundred bytes (a longer reply is read through the buffer in parts).
+const (
+	redisBufferSize         = 8 << 10
+	redisPipelineBufferSize = 16 << 10
+)
+
+// bufferSizes sets the connection buffers of opts.
+func bufferSizes(opts *redis.UniversalOptions) {
+	opts.ReadBufferSize, opts.WriteBufferSize = redisBufferSize, redisBufferSize
+	opts.PipelineReadBufferSize, opts.PipelineWriteBufferSize = redisPipelineBufferSize, redisPipelineBufferSize
+}
+
 func (s *Store) validate() error {
 	switch s.Type {
 	case "":
@@ -88,6 +103,7 @@ func (r RedisStore) Options() (*redis.UniversalOptions, error) {
 	}
 	opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName, IsClusterMode: r.Cluster,
 		ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout}
+	bufferSizes(opts)
 	if r.URL != "" {
 		if r.MasterName != "" || r.Cluster {
 			return nil, errors.New("store.redis: with url, give master_name and cluster in the url (?master_name=NAME, ?cluster=true), not as fields")
