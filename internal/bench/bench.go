@@ -110,8 +110,10 @@ func Run(ctx context.Context, opts Options, w io.Writer) ([]Phase, error) {
 	if opts.Detectors {
 		extra.WriteString("    detectors: {}\n")
 	}
+	var spans *stageCollector
 	if opts.Tracing {
-		endpoint, stopReceiver, err := startOTLPReceiver()
+		spans = newStageCollector()
+		endpoint, stopReceiver, err := startOTLPReceiver(spans)
 		if err != nil {
 			return nil, err
 		}
@@ -174,6 +176,7 @@ log:
 	}
 
 	var phases []Phase
+	var windows []window
 	for _, n := range opts.Concurrency {
 		for r := 0; r < opts.Rounds; r++ {
 			direct, err := measure(ctx, target{url: upstream}, "echo", n, opts.Duration, 0)
@@ -181,15 +184,21 @@ log:
 				return nil, fmt.Errorf("direct, %d clients: %w", n, err)
 			}
 			direct.Target = "direct"
+			began := time.Now()
 			via, err := measure(ctx, gw, "up__echo", n, opts.Duration, cmd.Process.Pid)
 			if err != nil {
 				return nil, fmt.Errorf("gateway, %d clients: %w", n, err)
 			}
+			windows = append(windows, window{clients: n, start: began, end: time.Now()})
 			via.Target = "gateway"
 			phases = append(phases, direct, via)
 		}
 	}
 	report(w, phases, opts)
+	if spans != nil {
+		spans.settle(time.Second, 10*time.Second)
+		reportStages(w, spans.stages(opts.Concurrency, windows))
+	}
 	return phases, nil
 }
 
@@ -445,19 +454,14 @@ func startEchoUpstream() (string, func(), error) {
 	return "http://" + ln.Addr().String() + "/mcp", func() { _ = srv.Close() }, nil
 }
 
-// startOTLPReceiver accepts OTLP/HTTP trace exports on loopback and
-// answers each with an empty success, as a collector would.
-func startOTLPReceiver() (string, func(), error) {
+// startOTLPReceiver accepts OTLP/HTTP trace exports on loopback with h, as
+// a collector would.
+func startOTLPReceiver(h http.Handler) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		// An empty ExportTraceServiceResponse is zero bytes of protobuf.
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.WriteHeader(http.StatusOK)
-	})}
+	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String() + "/v1/traces", func() { _ = srv.Close() }, nil
 }
