@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,16 @@ var noRules = func() *policies.Set {
 // labelPrefix marks a label removal in a session's Removed list; tool
 // names never hold a colon, so it cannot match one.
 const labelPrefix = "label:"
+
+// recentViews is a store that keeps each session's view as this replica
+// last knew it, so that a call can be decided without reading the store
+// first (sessions.Redis.Recent). The view may be stale: a decision on it is
+// committed with its version, which the store's compare-and-set checks.
+type recentViews interface {
+	Recent(id string) (*sessions.Session, bool)
+}
+
+var _ recentViews = (*sessions.Redis)(nil)
 
 // maxAdmitAttempts bounds retries when concurrent calls of one session keep
 // changing it between snapshot and commit.
@@ -119,15 +130,28 @@ func (d *Decider) policy() Policy {
 // Admit decides c against the session's current state and commits the
 // call with its decision, atomically; a concurrent change of the session
 // makes it decide again. A revoke is committed before Admit returns.
+//
+// When the store keeps recent views (recentViews), the first attempt
+// decides on the view, saving a read: the commit succeeds only if the
+// session is still at the view's version, so no call is committed on a
+// stale view; if it is not, Admit reads the session and decides again.
 func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 	tool, known := d.Tool(c.Name)
 	if !known {
 		return Outcome{}, fmt.Errorf("unknown tool %q", c.Name)
 	}
+	views, _ := d.Store.(recentViews)
 	for attempt := 0; attempt < maxAdmitAttempts; attempt++ {
-		snap, err := d.Store.Snapshot(ctx, c.SessionID)
-		if err != nil {
-			return Outcome{}, storeError(err)
+		var snap *sessions.Session
+		fromView := false
+		if attempt == 0 && views != nil {
+			snap, fromView = views.Recent(c.SessionID)
+		}
+		if !fromView {
+			var err error
+			if snap, err = d.Store.Snapshot(ctx, c.SessionID); err != nil {
+				return Outcome{}, storeError(err)
+			}
 		}
 		in := d.input(snap, tool, c)
 		det, state := d.detectState(snap)
@@ -142,6 +166,11 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 		out := Outcome{Decision: dec, Tool: tool, Flags: in.Flags}
 
 		if dec.Action == policies.ActionRequireApproval {
+			if fromView {
+				// A person is asked only about a call decided on the
+				// session as the store holds it.
+				continue
+			}
 			// The wait happens outside the snapshot: a person decides, and
 			// the call is then committed on the session as it is by then.
 			return d.awaitApproval(ctx, c, snap, tool, dec)
@@ -202,7 +231,9 @@ func (d *Decider) detectState(s *sessions.Session) (*policies.Detectors, *polici
 
 // Observe records what an allowed call returned: the detectors fingerprint
 // the result and the call gets its result tags. It changes nothing when
-// the session's profile has no detectors.
+// the session's profile has no detectors, nor when the result gets no tags
+// and leaves the detectors' state as it was (the session keeps its
+// version, so the next call's decision stands).
 func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, result string) ([]string, error) {
 	if !out.Forward || out.Session == nil || d.Detectors == nil || d.Detectors(out.Session.Profile) == nil {
 		return nil, nil
@@ -215,7 +246,11 @@ func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, re
 	for attempt := 0; attempt < maxAdmitAttempts; attempt++ {
 		det, state := d.detectState(snap)
 		tags := det.ObserveResult(state, call, result, out.Tool.Labels, d.now())
-		err := d.Store.Annotate(ctx, sessionID, snap.Version, out.Seq, tags, state.Marshal())
+		detect := state.Marshal()
+		if len(tags) == 0 && bytes.Equal(detect, snap.Detect) {
+			return nil, nil
+		}
+		err := d.Store.Annotate(ctx, sessionID, snap.Version, out.Seq, tags, detect)
 		if err == nil {
 			return tags, nil
 		}

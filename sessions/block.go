@@ -3,64 +3,79 @@ package sessions
 import (
 	"bytes"
 	"compress/flate"
-	"context"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// seal compresses the oldest HistoryBlock entries of a session's history tail into one block.
-// It runs after the commit that filled the tail; losing a race to another replica, or failing,
-// leaves the tail as it was (correct, only larger), so errors are logged, not returned.
-func (r *Redis) seal(ctx context.Context, id string) {
-	var counts *redis.SliceCmd
-	var tail *redis.StringSliceCmd
-	var tl *redis.IntCmd
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		counts = p.HMGet(ctx, r.metaKey(id), "n", "d")
-		tail = p.LRange(ctx, r.histKey(id), 0, int64(r.block)-1)
-		tl = p.LLen(ctx, r.histKey(id))
-		return nil
-	})
-	if err != nil {
-		r.opts.Logger.Warn("history not compressed", "session", id, "err", err)
+// sealJobs keeps, per session, the block this replica's next commit seals: the first
+// HistoryBlock entries of the tail, compressed, as the answer of its last commit held them.
+// Sealing thus costs no request of its own. A lost job only leaves the tail longer until a
+// later commit's answer holds the entries again.
+type sealJobs struct {
+	mu sync.Mutex
+	m  map[string]sealJob
+}
+
+// sealJob is a compressed block of tail entries, the first of them call seq first.
+type sealJob struct {
+	first int64
+	block string
+}
+
+// maxSealJobs bounds sealJobs; jobs of sessions that ended are forgotten only this way.
+const maxSealJobs = 4096
+
+func (j *sealJobs) get(id string) (sealJob, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	job, ok := j.m[id]
+	return job, ok
+}
+
+// set stores the job for session id, or forgets the session's job when job.block is "".
+func (j *sealJobs) set(id string, job sealJob) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if job.block == "" {
+		delete(j.m, id)
 		return
 	}
-	var n, d int64
-	if c := counts.Val(); len(c) == 2 {
-		_, _ = fmt.Sscan(fmt.Sprint(c[0]), &n)
-		_, _ = fmt.Sscan(fmt.Sprint(c[1]), &d)
+	if j.m == nil || len(j.m) >= maxSealJobs {
+		j.m = make(map[string]sealJob) // crude, but bounded; commits make new jobs
 	}
-	entries := tail.Val()
-	if len(entries) < r.block {
-		return
-	}
-	block, err := compressEntries(entries)
-	if err != nil {
-		r.opts.Logger.Warn("history not compressed", "session", id, "err", err)
-		return
-	}
-	first := n + d - tl.Val() + 1
-	if _, err := r.run(ctx, sealScript, id, first, r.block, block, r.opts.Grace.Milliseconds()); err != nil {
-		r.opts.Logger.Warn("history not compressed", "session", id, "err", err)
-	}
+	j.m[id] = job
 }
 
 // flateWriters reuses compressors: a new flate.Writer allocates about 1 MiB of state, which
-// was most of the cost of sealing a block.
-var flateWriters = sync.Pool{New: func() any {
-	w, _ := flate.NewWriter(nil, flate.BestSpeed) // the level is valid: no error
-	return w
-}}
+// was most of the cost of sealing a block. A few are kept in a channel rather than a
+// sync.Pool, which every garbage collection empties: at a busy replica's allocation rate
+// nearly every seal found the pool empty.
+var flateWriters = make(chan *flate.Writer, 4)
+
+func getFlateWriter() *flate.Writer {
+	select {
+	case w := <-flateWriters:
+		return w
+	default:
+		w, _ := flate.NewWriter(nil, flate.BestSpeed) // the level is valid: no error
+		return w
+	}
+}
+
+func putFlateWriter(w *flate.Writer) {
+	select {
+	case flateWriters <- w:
+	default: // enough kept
+	}
+}
 
 // compressEntries joins entries with newlines (compact JSON holds none) and deflates them.
 func compressEntries(entries []string) (string, error) {
 	var b bytes.Buffer
-	w := flateWriters.Get().(*flate.Writer)
-	defer flateWriters.Put(w)
+	w := getFlateWriter()
+	defer putFlateWriter(w)
 	w.Reset(&b)
 	for i, e := range entries {
 		if i > 0 {

@@ -125,7 +125,8 @@ func decodeEntry(e string, created int64, memo *entryMemo) (CallRecord, error) {
 		}
 	}
 	if name == "" {
-		if prev != nil && prev.Server == rec.Server && prev.Tool == rec.Tool {
+		// The name is server + "__" + tool: share the previous entry's if it is that one.
+		if prev != nil && prev.Server == rec.Server && prev.Tool == rec.Tool && isDefaultName(prev.Name, rec.Server, rec.Tool) {
 			name = prev.Name
 		} else {
 			name = rec.Server + "__" + rec.Tool
@@ -133,6 +134,12 @@ func decodeEntry(e string, created int64, memo *entryMemo) (CallRecord, error) {
 	}
 	rec.Name = name
 	return rec, nil
+}
+
+// isDefaultName reports whether name is server + "__" + tool, without building that string.
+func isDefaultName(name, server, tool string) bool {
+	return len(name) == len(server)+2+len(tool) && strings.HasPrefix(name, server) &&
+		name[len(server):len(server)+2] == "__" && strings.HasSuffix(name, tool)
 }
 
 // splitArray returns the raw items of a compact JSON array.

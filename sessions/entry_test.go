@@ -87,6 +87,9 @@ func TestDecodeHistorySharing(t *testing.T) {
 		{Server: "s", Tool: "t", Labels: []string{"a"}, Decision: "deny"},
 		{Server: "s", Tool: "u", Labels: []string{"b"}, Rules: []string{"r"}, ResultTags: []string{"x"}},
 		{Server: "s", Tool: "u", Labels: []string{"b"}, Rules: []string{"r"}, ResultTags: []string{"x"}},
+		// A name of its own, then the same tool under its usual name.
+		{Server: "s", Tool: "u", Name: "alias", Decision: "allow"},
+		{Server: "s", Tool: "u", Decision: "allow"},
 	}
 	var entries []string
 	for i := range recs {

@@ -6,11 +6,12 @@ import "github.com/redis/go-redis/v9"
 // KEYS[2] the history tail, KEYS[3] the sealed history blocks, all tagged {id}), so each is
 // atomic and runs on Redis Cluster.
 //
-// History: new entries go to the tail list; Redis.seal moves them, HistoryBlock at a time, into
-// flate-compressed blocks (about 8x smaller). The blocks precede the tail; whole blocks are
-// dropped from the front once the rest still holds the history limit.
+// History: new entries go to the tail list; commits move them, HistoryBlock at a time, into
+// flate-compressed blocks (about 8x smaller; see Redis.Commit). The blocks precede the tail;
+// whole blocks are dropped from the front once the rest still holds the history limit.
 // Every script takes ARGV[1] = event channel, ARGV[2] = now (unix ms, from the store's Clock),
-// ARGV[3] = session id, and answers {code, state before, state after, meta as HGETALL, ...}.
+// ARGV[3] = session id, and answers {code, state before, state after, meta as HGETALL, ...}:
+// the whole hash for a read of the history, else the fields without result tags (see meta).
 // Events are published inside the script, so one goes out exactly when a change commits.
 //
 // Meta fields: a agent, p profile, l labels, sc scope, rm removed (JSON arrays), st state,
@@ -27,10 +28,21 @@ local function publish(kind, reason)
     v = tonumber(redis.call('HGET', m, 'v'))}))
 end
 
+-- meta answers the session's fields without the result tags (t:<seq>), which only a read of
+-- the history needs: '=' then the values of the fields of metaFields (redis.go) in that order,
+-- nil for a missing one, up to v, or up to ds when ds, or up to th when th.
+local function meta(th, ds)
+  if th then
+    return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds', 'th'))}
+  elseif ds then
+    return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds'))}
+  end
+  return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v'))}
+end
+
 -- refresh turns an active or frozen session whose expiry or idle timeout passed into an
--- expired one; idle time counts only while active.
-local function refresh()
-  local f = redis.call('HMGET', m, 'st', 'e', 'i', 'la')
+-- expired one; idle time counts only while active. f holds the fields st, e, i and la.
+local function refresh(f)
   local st = f[1]
   if st ~= 'active' and st ~= 'frozen' then return end
   local reason
@@ -49,6 +61,7 @@ end
 -- merge adds the names of the JSON array add to the JSON array in field; true if it grew.
 local function merge(field, add)
   local cur = cjson.decode(redis.call('HGET', m, field) or '[]')
+  if type(cur) ~= 'table' then cur = {} end -- Create writes a session without labels as null
   local seen, grew = {}, false
   for _, x in ipairs(cur) do seen[x] = true end
   for _, x in ipairs(cjson.decode(add)) do
@@ -62,24 +75,11 @@ local function merge(field, add)
   return grew
 end
 
--- trim drops whole blocks from the front while the rest still holds the history limit, and
--- caps the tail itself at the limit (then no block is left).
-local function trim(block)
-  local hl = tonumber(redis.call('HGET', m, 'hl'))
-  local hb = tonumber(redis.call('HGET', m, 'hb') or '0')
-  local tl = redis.call('LLEN', h)
-  while hb > 0 and hb - block + tl >= hl do
-    redis.call('LPOP', blk)
-    hb = hb - block
-  end
-  if tl > hl then redis.call('LTRIM', h, -hl, -1) end
-  redis.call('HSET', m, 'hb', hb)
-  return math.min(tl, hl)
-end
-
-if redis.call('EXISTS', m) == 0 then return {'nf'} end
-local before = redis.call('HGET', m, 'st')
-refresh()
+-- A meta hash always has st (a placeholder being written too, see claimScript).
+local pre = redis.call('HMGET', m, 'st', 'e', 'i', 'la')
+if not pre[1] then return {'nf'} end
+local before = pre[1]
+refresh(pre)
 `
 
 // readScript: ARGV[4] = "1" to include the history; ARGV[5] = the seq of the last history entry
@@ -87,6 +87,7 @@ refresh()
 // them for, ARGV[7] = the history block size. Answers {ok, before, after, meta, tail, blocks, 0,
 // delta}: with delta 0, tail and blocks are the whole history; with delta 1, the entries after
 // ARGV[5] are the last ones of the blocks followed by the tail (none when nothing was added).
+// Without the history, meta has no result tags.
 var readScript = redis.NewScript(luaPrelude + `
 local hist, blocks, delta = {}, {}, 0
 if ARGV[4] == '1' then
@@ -109,54 +110,91 @@ if ARGV[4] == '1' then
     hist = redis.call('LRANGE', h, 0, -1)
     blocks = redis.call('LRANGE', blk, 0, -1)
   end
+  return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), hist, blocks, 0, delta}
 end
-return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), hist, blocks, 0, delta}
+return {'ok', before, redis.call('HGET', m, 'st'), meta(true, true)}
 `)
 
 // commitScript: ARGV[4] version, [5] history entry, [6] "1" if denied, [7] risk or "",
 // [8] removals (JSON) or "", [9] labels to add (JSON) or "", [10] new expiry (ms) or "",
 // [11] "revoke", "freeze" or "", [12] reason, [13] grace (ms), [14] call time (unix ms),
-// [15] history block size, [16] "1" to replace the detector state with [17]. Answers {code, before, after, meta, {}, {}, tail length}.
+// [15] history block size, [16] "1" to replace the detector state with [17], [18] the
+// session's creation time (ms) the version belongs to, or "" (the version is checked alone),
+// [19] and [20] a block to seal: the seq of its first entry and the first tail entries
+// compressed, or "" and "" (see Redis.Commit).
 // The entry lacks its first item, the call time relative to creation, which is prepended here.
-// Answers {ok|state|conflict|budget, before, after, meta}.
+// Answers {ok|state|conflict|budget, before, after, meta}, meta without result tags (the caller
+// applies the commit to the history it holds) and, after a commit, without the detector state
+// when [17] set it; after a commit also {..., seal, {}, tail length, 0, first}: once the tail
+// holds a block's worth of entries, seal holds them, first being the seq of the first.
 var commitScript = redis.NewScript(luaPrelude + `
-local st = redis.call('HGET', m, 'st')
-if st ~= 'active' then return {'state', before, st, redis.call('HGETALL', m)} end
-if redis.call('HGET', m, 'v') ~= ARGV[4] then return {'conflict', before, st, redis.call('HGETALL', m)} end
-local f = redis.call('HMGET', m, 'b', 'n', 'd', 'hl', 'e')
-local budget, calls = tonumber(f[1]), tonumber(f[2])
-if ARGV[6] ~= '1' and budget > 0 and calls >= budget then
-  return {'budget', before, st, redis.call('HGETALL', m)}
+local f = redis.call('HMGET', m, 'st', 'v', 'c', 'b', 'n', 'd', 'hl', 'e', 'hb')
+local st = f[1]
+if st ~= 'active' then return {'state', before, st, meta(false, false)} end
+if f[2] ~= ARGV[4] or (ARGV[18] ~= '' and f[3] ~= ARGV[18]) then
+  return {'conflict', before, st, meta(false, false)}
 end
-local created = tonumber(redis.call('HGET', m, 'c'))
-redis.call('RPUSH', h, '[' .. string.format('%d', tonumber(ARGV[14]) - created) .. ARGV[5])
-local tail = trim(tonumber(ARGV[15]))
-redis.call('HSET', m, 'la', now)
-if ARGV[16] == '1' then redis.call('HSET', m, 'ds', ARGV[17]) end
-if ARGV[6] == '1' then redis.call('HINCRBY', m, 'd', 1) else redis.call('HINCRBY', m, 'n', 1) end
-if ARGV[7] ~= '' then redis.call('HSET', m, 'r', ARGV[7]) end
-if ARGV[9] ~= '' then merge('l', ARGV[9]) end
-local expires = tonumber(f[5])
+local created, budget, calls, denied = tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
+local hl, expires, hb = tonumber(f[7]), tonumber(f[8]), tonumber(f[9] or '0')
+if ARGV[6] ~= '1' and budget > 0 and calls >= budget then
+  return {'budget', before, st, meta(false, false)}
+end
+local block = tonumber(ARGV[15])
+local tl = redis.call('LLEN', h)
+if ARGV[19] ~= '' and calls + denied - tl + 1 == tonumber(ARGV[19]) and tl >= block then
+  -- Seal the block the caller compressed: the tail still starts with its first entry (else
+  -- another replica sealed first, or the tail was trimmed).
+  redis.call('LTRIM', h, block, -1)
+  redis.call('RPUSH', blk, ARGV[20])
+  hb = hb + block
+end
+tl = redis.call('RPUSH', h, '[' .. string.format('%d', tonumber(ARGV[14]) - created) .. ARGV[5])
+-- Drop whole blocks from the front while the rest still holds the history limit, and cap the
+-- tail itself at the limit (then no block is left).
+while hb > 0 and hb - block + tl >= hl do
+  redis.call('LPOP', blk)
+  hb = hb - block
+end
+if tl > hl then
+  redis.call('LTRIM', h, -hl, -1)
+  tl = hl
+end
+if ARGV[6] == '1' then denied = denied + 1 else calls = calls + 1 end
+local set = {'la', now, 'hb', hb, 'n', calls, 'd', denied, 'v', tonumber(f[2]) + 1}
+if ARGV[16] == '1' then
+  set[#set + 1], set[#set + 2] = 'ds', ARGV[17]
+end
+if ARGV[7] ~= '' then
+  set[#set + 1], set[#set + 2] = 'r', ARGV[7]
+end
 if ARGV[10] ~= '' and tonumber(ARGV[10]) < expires then
   expires = tonumber(ARGV[10])
-  redis.call('HSET', m, 'e', expires)
+  set[#set + 1], set[#set + 2] = 'e', ARGV[10]
   redis.call('PEXPIRE', m, math.max(expires + tonumber(ARGV[13]) - now, 1))
 end
+redis.call('HSET', m, unpack(set))
+if ARGV[9] ~= '' then merge('l', ARGV[9]) end
 -- RPUSH may just have created the list: give it the session's key lifetime. TTLs are relative
 -- to the store's clock (ARGV[2]), not to the Redis server's.
 local ttl = math.max(expires + tonumber(ARGV[13]) - now, 1)
 redis.call('PEXPIRE', h, ttl)
 redis.call('PEXPIRE', blk, ttl)
-redis.call('HINCRBY', m, 'v', 1)
 if ARGV[8] ~= '' and merge('rm', ARGV[8]) then publish('narrowed', '') end
 if ARGV[11] == 'revoke' then
-  redis.call('HSET', m, 'st', 'revoked', 'why', ARGV[12])
+  st = 'revoked'
+  redis.call('HSET', m, 'st', st, 'why', ARGV[12])
   publish('revoked', ARGV[12])
 elseif ARGV[11] == 'freeze' then
-  redis.call('HSET', m, 'st', 'frozen', 'why', ARGV[12])
+  st = 'frozen'
+  redis.call('HSET', m, 'st', st, 'why', ARGV[12])
   publish('frozen', ARGV[12])
 end
-return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), {}, {}, tail}
+local seal, first = {}, 0
+if tl >= block then
+  seal = redis.call('LRANGE', h, 0, block - 1)
+  first = calls + denied - tl + 1
+end
+return {'ok', before, st, meta(false, ARGV[16] ~= '1'), seal, {}, tl, 0, first}
 `)
 
 // mutateScript: ARGV[4] = touch|narrow|freeze|resume|revoke, ARGV[5] = reason, or the
@@ -164,7 +202,7 @@ return {'ok', before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m), {},
 var mutateScript = redis.NewScript(luaPrelude + `
 local op, arg = ARGV[4], ARGV[5]
 local st = redis.call('HGET', m, 'st')
-local function answer(code) return {code, before, redis.call('HGET', m, 'st'), redis.call('HGETALL', m)} end
+local function answer(code) return {code, before, redis.call('HGET', m, 'st'), meta(false, true)} end
 if op == 'touch' then
   if st ~= 'active' then return answer('state') end
   -- Activity alone does not change what policy decides: no new version.
@@ -199,22 +237,6 @@ else
   return redis.error_reply('ERR unknown session operation ' .. op)
 end
 return answer('ok')
-`)
-
-// sealScript moves the first ARGV[5] tail entries into the block ARGV[6], if the tail still
-// starts with call number ARGV[4] (else another replica sealed first, or the tail was trimmed).
-// ARGV[7] is the grace (ms). Answers {1} when sealed, {0} when not.
-var sealScript = redis.NewScript(luaPrelude + `
-local block = tonumber(ARGV[5])
-local f = redis.call('HMGET', m, 'n', 'd', 'e')
-local tl = redis.call('LLEN', h)
-if tonumber(f[1]) + tonumber(f[2]) - tl + 1 ~= tonumber(ARGV[4]) or tl < block then return {0} end
-redis.call('LTRIM', h, block, -1)
-redis.call('RPUSH', blk, ARGV[6])
-redis.call('HINCRBY', m, 'hb', block)
-trim(block)
-redis.call('PEXPIRE', blk, math.max(tonumber(f[3]) + tonumber(ARGV[7]) - now, 1))
-return {1}
 `)
 
 // claimScript takes a session id for a chosen token. KEYS: meta, history, blocks; ARGV: now

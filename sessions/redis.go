@@ -30,6 +30,7 @@ type Redis struct {
 	block   int
 	blocks  *blockCache
 	hist    *histCache
+	seals   sealJobs
 	wait    WaitOptions
 }
 
@@ -47,8 +48,8 @@ type RedisOptions struct {
 	HistoryBlock int
 	// HistoryCache bounds how many decoded history entries this replica keeps, across
 	// sessions, so that a Snapshot fetches and decodes only the entries added since its last
-	// read of the session. Zero: 32768 (128 sessions at the default history limit).
-	// Negative: no cache.
+	// read of the session, and so that Recent can answer without reading. Zero: 32768 (128
+	// sessions at the default history limit). Negative: no cache, and Recent has no views.
 	HistoryCache int
 	// Wait makes revokes and freezes wait for Redis replicas (redis_wait.go). Zero: no wait.
 	Wait WaitOptions
@@ -234,12 +235,9 @@ func (r *Redis) read(ctx context.Context, step, id string, history bool, hash *[
 	if hash != nil && subtle.ConstantTimeCompare([]byte(res.tokenHash), []byte(hex.EncodeToString(hash[:]))) != 1 {
 		return nil, fmt.Errorf("%s: %w", step, ErrNotFound)
 	}
-	r.moveState(ctx, res)
+	r.moveState(ctx, res) // also forgets what the cache holds of an ended session
 	if !history {
 		return res.s, nil
-	}
-	if res.s.State == StateRevoked || res.s.State == StateExpired {
-		r.hist.drop(id) // it will not admit again
 	}
 	entries := res.history
 	if len(res.sealed) > 0 {
@@ -274,27 +272,84 @@ func (r *Redis) read(ctx context.Context, step, id string, history bool, hash *[
 		r.hist.drop(id)
 		return nil, fmt.Errorf("%s: session %s: %w", step, id, err)
 	}
+	recs = withTags(recs, res.tags)
 	if res.s.State == StateActive || res.s.State == StateFrozen {
-		r.hist.put(id, res.s.Created.UnixMilli(), last, recs)
+		r.hist.put(id, res.s.Created.UnixMilli(), last, recs, viewOf(res.s))
 	}
 	if len(recs) > 0 {
+		// Result tags are the caller's own; names, args, labels and rules are shared with the
+		// cache, as they already are between entries (see entryMemo), and nothing edits them
+		// in place.
 		res.s.History = make([]CallRecord, len(recs))
 		copy(res.s.History, recs)
-	}
-	// Result tags are the caller's own (Annotate adds to them); names, args, labels and rules
-	// are shared with the cache, as they already are between entries (see entryMemo), and
-	// nothing edits them in place.
-	for i := range res.s.History {
-		h := &res.s.History[i]
-		tags := res.tags[h.Seq]
-		if len(h.ResultTags) > 0 || len(tags) > 0 {
-			h.ResultTags = addUnique(append([]string(nil), h.ResultTags...), tags)
+		for i := range res.s.History {
+			h := &res.s.History[i]
+			h.ResultTags = slices.Clone(h.ResultTags)
 		}
 	}
 	return res.s, nil
 }
 
-// Commit implements Store.
+// withTags returns recs with the result tags of tags (by seq) added: recs itself when that
+// adds none, else a copy. Stored tag lists only grow, so tags the records already carry are a
+// prefix of those of tags, and adding them again changes nothing.
+func withTags(recs []CallRecord, tags map[int64][]string) []CallRecord {
+	out := recs
+	for i := range recs {
+		t := tags[recs[i].Seq]
+		if len(t) == 0 {
+			continue
+		}
+		// Clip makes addUnique copy before it appends: the records may be shared.
+		if rt := addUnique(slices.Clip(recs[i].ResultTags), t); len(rt) > len(recs[i].ResultTags) {
+			if len(out) > 0 && &out[0] == &recs[0] {
+				out = slices.Clone(recs)
+			}
+			out[i].ResultTags = rt
+		}
+	}
+	return out
+}
+
+// viewOf returns a copy of s without history, which no caller holds, for the history cache.
+func viewOf(s *Session) *Session {
+	v := *s
+	v.Labels, v.Scope, v.Removed = slices.Clone(s.Labels), slices.Clone(s.Scope), slices.Clone(s.Removed)
+	v.Detect = bytes.Clone(s.Detect)
+	v.History = nil
+	return &v
+}
+
+// Recent returns session id as this replica last knew it, without asking Redis: as its last
+// Snapshot or Get read it, moved on by the commits and annotations this replica made since.
+// Another replica may have changed the session meanwhile, so a decision taken on it must be
+// committed with its Version: Commit's compare-and-set then proves the view was current (it
+// also checks the state, expiry and idle timeout), or fails with ErrConflict, after which the
+// caller takes a Snapshot and decides again.
+//
+// ok is false when this replica holds no view of the session, when the view is not active or
+// has expired by the store's Clock, and for a few calls after a commit on the view conflicted
+// (the session is busy on other replicas too).
+//
+// Unlike a Snapshot, the returned session is shared with the cache, to spare a copy of the
+// history on every call: it is read-only. Its fields may be set, but nothing it refers to
+// (history, records, lists, detector state) may be modified.
+func (r *Redis) Recent(id string) (*Session, bool) {
+	view, recs, ok := r.hist.recent(id)
+	if !ok || view.State != StateActive || expiredReason(view, r.opts.Clock.Now()) != "" {
+		return nil, false
+	}
+	s := *view
+	if len(recs) > 0 {
+		s.History = recs
+	}
+	return &s, true
+}
+
+// Commit implements Store. Its answer carries the session's fields only; the call joins the
+// view this replica holds (see Recent). Once the history tail holds HistoryBlock entries, the
+// answer carries them too: they are compressed here, and the session's next commit from this
+// replica seals them in the same script (see sealJobs), so sealing costs no request.
 func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRecord, eff Effects) (*Session, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("commit call: %w", err)
@@ -331,26 +386,43 @@ func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRe
 	if block == 0 {
 		block = 1 << 30 // never seal
 	}
-	args = append(args, rec.Time.UnixMilli(), block, flag(eff.Detect != nil), string(eff.Detect))
+	// A version names one state of the session only together with its creation time: a
+	// session made again for the same chosen token counts its versions from 1 again.
+	created := ""
+	if c, ok := r.hist.viewCreated(id, version); ok {
+		created = strconv.FormatInt(c, 10)
+	}
+	args = append(args, rec.Time.UnixMilli(), block, flag(eff.Detect != nil), string(eff.Detect), created, "", "")
+	if job, ok := r.seals.get(id); ok {
+		args[len(args)-2], args[len(args)-1] = job.first, job.block
+	}
 	res, err := r.runAt(ctx, commitScript, id, now, args...)
 	if err != nil {
 		return nil, fail("commit call", err)
 	}
 	if res.code == "nf" {
+		r.hist.drop(id)
 		return nil, fmt.Errorf("commit call: session %s: %w", id, ErrNotFound)
 	}
 	r.moveState(ctx, res)
 	s := res.s
 	switch res.code {
 	case "state":
+		r.hist.dropView(id, 0)
 		return nil, fmt.Errorf("commit call: %w", activeErr(s))
 	case "conflict":
+		r.hist.conflicted(id, version)
 		return nil, fmt.Errorf("commit call on version %d, session is at %d: %w", version, s.Version, ErrConflict)
 	case "budget":
 		return nil, fmt.Errorf("commit call: %d of %d calls used: %w", s.Calls, s.Budget, ErrBudget)
 	}
-	if r.block > 0 && res.tail >= int64(r.block) {
-		r.seal(ctx, id)
+	if eff.Detect != nil {
+		s.Detect = bytes.Clone(eff.Detect) // the answer leaves out what the caller sent
+	}
+	r.nextSeal(id, res)
+	if s.State == StateActive || s.State == StateFrozen {
+		rec.Seq = s.Calls + s.Denied
+		r.hist.committed(id, version, historyRecord(rec), viewOf(s))
 	}
 	if eff.Revoke || eff.Freeze {
 		r.awaitAcks(ctx, id, s.Version)
@@ -362,6 +434,32 @@ func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRe
 		}
 	}
 	return s, nil
+}
+
+// nextSeal compresses the tail entries a commit's answer holds into the block the next commit
+// of the session seals (see sealJobs), or forgets the session's job when there are none.
+func (r *Redis) nextSeal(id string, res scriptResult) {
+	var job sealJob
+	if r.block > 0 && len(res.history) >= r.block {
+		block, err := compressEntries(res.history[:r.block])
+		if err != nil {
+			r.opts.Logger.Warn("history not compressed", "session", id, "err", err)
+		} else {
+			job = sealJob{first: res.sealFirst, block: block}
+		}
+	}
+	r.seals.set(id, job)
+}
+
+// historyRecord is rec, as normalized for Commit and given its seq, as a read decodes it from
+// its history entry: empty lists are nil.
+func historyRecord(rec CallRecord) CallRecord {
+	for _, l := range []*[]string{&rec.Labels, &rec.Rules, &rec.ResultTags} {
+		if len(*l) == 0 {
+			*l = nil
+		}
+	}
+	return rec
 }
 
 func flag(b bool) string {
@@ -397,10 +495,17 @@ func (r *Redis) Annotate(ctx context.Context, id string, version, seq int64, tag
 		return fmt.Errorf("annotate call: session script answered %d values; want 4", len(v))
 	}
 	if str(v[0]) == "conflict" {
+		r.hist.dropView(id, 0)
 		return fmt.Errorf("annotate call on version %d, session is at %s: %w", version, str(v[3]), ErrConflict)
 	}
 	// A read inside the script may have expired the session.
-	r.moveState(ctx, scriptResult{before: State(str(v[1])), after: State(str(v[2])), s: &Session{ID: id}})
+	after := State(str(v[2]))
+	r.moveState(ctx, scriptResult{before: State(str(v[1])), after: after, s: &Session{ID: id}})
+	if nv, err := strconv.ParseInt(str(v[3]), 10, 64); err == nil {
+		r.hist.annotated(id, version, nv, seq, tags, detect, after)
+	} else {
+		r.hist.dropView(id, 0)
+	}
 	return nil
 }
 
@@ -459,6 +564,7 @@ func (r *Redis) mutateOnce(ctx context.Context, step, id, op, arg string) (*Sess
 	if res.code == "state" {
 		return nil, fmt.Errorf("%s: %w", step, &StateError{ID: id, State: res.s.State, Reason: res.s.Reason})
 	}
+	r.hist.dropView(id, res.s.Version) // a view from before the change is stale
 	return res.s, nil
 }
 
@@ -631,6 +737,8 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, error) {
 				}
 				if ev.Kind == EventRevoked || ev.Kind == EventExpired {
 					r.hist.drop(ev.SessionID) // its history will not be read for a decision again
+				} else {
+					r.hist.dropView(ev.SessionID, ev.Version) // a change the view does not hold
 				}
 				select {
 				case out <- ev:
@@ -773,11 +881,11 @@ type scriptResult struct {
 	before, after State
 	s             *Session
 	tokenHash     string
-	history       []string           // the tail, raw entries
+	history       []string           // the tail, raw entries; after a commit, entries to seal
 	sealed        []string           // compressed blocks of entries, older than the tail
-	tail          int64              // the tail's length after a commit
 	tags          map[int64][]string // result tags by call seq
 	delta         bool               // history and sealed hold only entries after the caller's
+	sealFirst     int64              // after a commit: the seq of history[0]
 }
 
 func (r *Redis) run(ctx context.Context, sc *redis.Script, id string, args ...any) (scriptResult, error) {
@@ -803,7 +911,9 @@ func (r *Redis) runAt(ctx context.Context, sc *redis.Script, id string, now int6
 	if err != nil {
 		return res, err
 	}
-	res.tags = parseTags(flat)
+	if !positional(flat) {
+		res.tags = parseTags(flat)
+	}
 	if len(v) > 5 {
 		hist, _ := v[4].([]any)
 		for _, e := range hist {
@@ -814,23 +924,30 @@ func (r *Redis) runAt(ctx context.Context, sc *redis.Script, id string, now int6
 			res.sealed = append(res.sealed, str(b))
 		}
 	}
-	if len(v) > 6 {
-		res.tail, _ = v[6].(int64)
-	}
 	if len(v) > 7 {
 		d, _ := v[7].(int64)
 		res.delta = d == 1
+	}
+	if len(v) > 8 {
+		res.sealFirst, _ = v[8].(int64)
 	}
 	return res, nil
 }
 
 // moveState keeps the state index in step with a change a script made. A failure only leaves
-// the index stale, which List repairs.
+// the index stale, which List repairs. It also forgets what the history cache holds of a
+// session that ended, and the view of a frozen one.
 func (r *Redis) moveState(ctx context.Context, res scriptResult) {
+	id := res.s.ID
+	switch res.after {
+	case StateRevoked, StateExpired:
+		r.hist.drop(id) // it will not admit again
+	case StateFrozen:
+		r.hist.dropView(id, 0)
+	}
 	if res.before == res.after || res.before == "" {
 		return
 	}
-	id := res.s.ID
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRem(ctx, r.stateKey(res.before), id)
 		p.ZAdd(ctx, r.stateKey(res.after), redis.Z{Member: id})
@@ -841,15 +958,30 @@ func (r *Redis) moveState(ctx context.Context, res scriptResult) {
 	}
 }
 
-// parseMeta builds a session from the HGETALL of its meta hash.
+// metaFields are the meta hash fields the scripts' meta function answers, in its order.
+var metaFields = []string{"a", "p", "l", "sc", "rm", "st", "why", "c", "e", "la", "i", "b", "n", "d", "r", "hl", "v", "ds", "th"}
+
+// positional reports whether a script answered the meta hash as its meta function does
+// (metaFields' values after "="), rather than as HGETALL does (field, value, ...).
+func positional(flat []any) bool { return len(flat) > 0 && flat[0] == "=" }
+
+// parseMeta builds a session from the meta hash, as answered by HGETALL or by meta.
 func parseMeta(id string, flat []any) (*Session, string, error) {
-	f := make(map[string]string, len(flat)/2)
-	for i := 0; i+1 < len(flat); i += 2 {
-		k := str(flat[i])
-		if strings.HasPrefix(k, "t:") {
-			continue // result tags: parseTags
+	f := make(map[string]string, len(metaFields))
+	if positional(flat) {
+		for i, v := range flat[1:] {
+			if i < len(metaFields) && v != nil {
+				f[metaFields[i]] = str(v)
+			}
 		}
-		f[k] = str(flat[i+1])
+	} else {
+		for i := 0; i+1 < len(flat); i += 2 {
+			k := str(flat[i])
+			if strings.HasPrefix(k, "t:") {
+				continue // result tags: parseTags
+			}
+			f[k] = str(flat[i+1])
+		}
 	}
 	var firstErr error
 	num := func(k string) int64 {

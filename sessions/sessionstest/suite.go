@@ -420,6 +420,14 @@ func testEffects(t *testing.T, newStore NewStore) {
 	if n := len(snap.History); n != 4 || snap.History[3].Tool != "read_d" {
 		t.Errorf("history has %d entries; want 4 ending with the revoking call", n)
 	}
+	// A session opened without labels gets its first ones.
+	sp := spec("agent-2")
+	sp.Labels = nil
+	bare, _ := create(t, st, sp)
+	got = commit(t, st, bare.ID, call("read_a"), sessions.Effects{AddLabels: []string{"tainted"}})
+	if !slices.Equal(got.Labels, []string{"tainted"}) {
+		t.Errorf("Labels of a session opened without = %v; want [tainted]", got.Labels)
+	}
 }
 
 func testNarrow(t *testing.T, newStore NewStore) {
