@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -71,6 +72,8 @@ type Decider struct {
 	Detectors func(profile string) *policies.Detectors
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
+
+	detect detectCache // decoded detector states, by session
 }
 
 // Call is one tool call to decide.
@@ -166,6 +169,7 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 		out := Outcome{Decision: dec, Tool: tool, Flags: in.Flags}
 
 		if dec.Action == policies.ActionRequireApproval {
+			releaseHistory(in)
 			if fromView {
 				// A person is asked only about a call decided on the
 				// session as the store holds it.
@@ -180,6 +184,7 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 			det.Record(state, in, dec.Action)
 			eff.Detect, eff.Risk = state.Marshal(), &risk
 		}
+		releaseHistory(in)
 		if (eff.Revoke || eff.Freeze) && c.BeforeEnd != nil {
 			c.BeforeEnd()
 		}
@@ -198,6 +203,9 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 		case err != nil:
 			return Outcome{}, storeError(err)
 		}
+		if det != nil {
+			d.detect.put(c.SessionID, eff.Detect, state)
+		}
 		out.Session, out.Seq = sess, sess.Calls+sess.Denied
 		out.Narrowed = len(eff.Remove) > 0
 		out.Forward = dec.Action.Forwards()
@@ -213,7 +221,8 @@ func (d *Decider) Admit(ctx context.Context, c Call) (Outcome, error) {
 }
 
 // detectState returns the detectors of the session's profile and its
-// state; an unreadable state starts afresh (detectors only flag).
+// state, which the caller may change; an unreadable state starts afresh
+// (detectors only flag).
 func (d *Decider) detectState(s *sessions.Session) (*policies.Detectors, *policies.DetectState) {
 	if d.Detectors == nil {
 		return nil, nil
@@ -221,6 +230,9 @@ func (d *Decider) detectState(s *sessions.Session) (*policies.Detectors, *polici
 	det := d.Detectors(s.Profile)
 	if det == nil {
 		return nil, nil
+	}
+	if st := d.detect.take(s.ID, s.Detect); st != nil {
+		return det, st
 	}
 	st, err := policies.UnmarshalDetectState(s.Detect)
 	if err != nil {
@@ -248,10 +260,12 @@ func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, re
 		tags := det.ObserveResult(state, call, result, out.Tool.Labels, d.now())
 		detect := state.Marshal()
 		if len(tags) == 0 && bytes.Equal(detect, snap.Detect) {
+			d.detect.put(sessionID, snap.Detect, state)
 			return nil, nil
 		}
 		err := d.Store.Annotate(ctx, sessionID, snap.Version, out.Seq, tags, detect)
 		if err == nil {
+			d.detect.put(sessionID, detect, state)
 			return tags, nil
 		}
 		if !errors.Is(err, sessions.ErrConflict) {
@@ -375,7 +389,7 @@ func (d *Decider) input(s *sessions.Session, tool tools.Tool, c Call) *policies.
 		Agent: c.Claims,
 		Now:   d.now(),
 	}
-	in.History = make([]policies.HistoryEntry, len(s.History))
+	in.History = historyBuffer(len(s.History))
 	for i, h := range s.History {
 		in.History[i] = policies.HistoryEntry{Server: h.Server, Tool: h.Tool, Name: h.Name, Args: h.Args,
 			Decision: h.Decision, Time: h.Time, Labels: h.Labels, ResultTags: h.ResultTags}
@@ -417,4 +431,36 @@ func storeError(err error) error {
 		return fmt.Errorf("%w: %v", ErrSessionEnded, err)
 	}
 	return err
+}
+
+// historyBuffers reuses the policy input's history between decisions: a
+// full history of 256 entries is 40 KB, made for every call otherwise.
+var historyBuffers = sync.Pool{New: func() any { return new([]policies.HistoryEntry) }}
+
+func historyBuffer(n int) []policies.HistoryEntry {
+	b := historyBuffers.Get().(*[]policies.HistoryEntry)
+	if cap(*b) < n {
+		*b = make([]policies.HistoryEntry, n)
+	}
+	h := (*b)[:n]
+	*b = nil
+	historyBufferHeads.Put(b)
+	return h
+}
+
+// historyBufferHeads keeps the slice headers that carry buffers in and
+// out of historyBuffers, so that neither way allocates.
+var historyBufferHeads = sync.Pool{New: func() any { return new([]policies.HistoryEntry) }}
+
+// releaseHistory hands the input's history back for reuse once nothing
+// reads it any more (after the decision and the detectors' Record).
+func releaseHistory(in *policies.Input) {
+	if cap(in.History) == 0 {
+		return
+	}
+	clear(in.History) // drop references into the session's history
+	b := historyBufferHeads.Get().(*[]policies.HistoryEntry)
+	*b = in.History[:0]
+	in.History = nil
+	historyBuffers.Put(b)
 }
