@@ -391,7 +391,7 @@ func (d *Decider) input(s *sessions.Session, tool tools.Tool, c Call) *policies.
 	}
 	in.History = historyBuffer(len(s.History))
 	for i, h := range s.History {
-		in.History[i] = policies.HistoryEntry{Server: h.Server, Tool: h.Tool, Name: h.Name, Args: h.Args,
+		in.History[i] = policies.HistoryEntry{Seq: h.Seq, Server: h.Server, Tool: h.Tool, Name: h.Name, Args: h.Args,
 			Decision: h.Decision, Time: h.Time, Labels: h.Labels, ResultTags: h.ResultTags}
 	}
 	if !sessionScope(s).Permits(c.Name, tool.Labels) {

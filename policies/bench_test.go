@@ -125,6 +125,51 @@ func BenchmarkDecide50RulesFullHistory(b *testing.B) {
 	}
 }
 
+// BenchmarkDecide50RulesFullHistoryNext is the live case of
+// BenchmarkDecide50RulesFullHistory: the same session decided call after
+// call, each time with one new entry appended to its full history and the
+// oldest dropped.
+func BenchmarkDecide50RulesFullHistoryNext(b *testing.B) {
+	set, err := Compile([]SourceFile{{Name: "bench.yaml", Data: genPack(50)}}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput()
+	const limit = 256
+	buf := make([]HistoryEntry, 0, 4*limit)
+	var seq int64
+	next := func() {
+		if len(buf) == cap(buf) {
+			buf = buf[:copy(buf, buf[len(buf)-limit+1:])]
+		}
+		seq++
+		buf = append(buf, HistoryEntry{Server: "demo", Tool: "echo", Name: "demo__echo", Args: []byte(`{"message":"hello"}`),
+			Decision: "allow", Time: t0.Add(time.Duration(seq) * time.Millisecond), Labels: []string{"external_send"}, Seq: seq})
+		in.History = buf[max(0, len(buf)-limit):]
+	}
+	for range limit {
+		next()
+	}
+	if d := set.Decide(in); len(d.Errors) > 0 {
+		b.Fatalf("Decide errors: %+v", d.Errors)
+	}
+	samples := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		next()
+		start := time.Now()
+		set.Decide(in)
+		samples = append(samples, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(samples)
+	if len(samples) > 0 {
+		b.ReportMetric(float64(samples[len(samples)/2].Nanoseconds())/1e3, "p50-µs")
+		b.ReportMetric(float64(samples[len(samples)*99/100].Nanoseconds())/1e3, "p99-µs")
+	}
+}
+
 // BenchmarkCompile500Rules reports the time to compile a 500-rule pack.
 func BenchmarkCompile500Rules(b *testing.B) {
 	data := genPack(500)

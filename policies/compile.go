@@ -50,9 +50,14 @@ type SourceFile struct {
 }
 
 // Set is a compiled, immutable policy set. It is safe for concurrent use.
+// Its only state is what it remembers of sessions' history scans
+// (scanmemo.go), which changes no decision.
 type Set struct {
-	rules   []*compiledRule
-	nSlots  int // shared comprehensions of the untracked programs (memo.go)
+	rules  []*compiledRule
+	nSlots int // shared comprehensions of the untracked programs (memo.go)
+	// scans remembers history scans across decisions (scanmemo.go); nil
+	// when no untracked program has one.
+	scans   *scanMemory
 	version string
 	files   []string
 	opts    Options
@@ -151,7 +156,7 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 	set := &Set{version: hashSources(files), opts: opts, adapter: env.CELTypeAdapter()}
 	var problems []Problem
 	seen := map[string]string{} // rule id -> where it was first defined
-	memo := &memoSlots{byKey: map[string]int{}}
+	memo := &memoSlots{byKey: map[string]int{}, scans: map[string]int{}}
 	for _, f := range files {
 		set.files = append(set.files, f.Name)
 		var pf File
@@ -200,6 +205,7 @@ func Compile(files []SourceFile, opts Options) (*Set, error) {
 		return nil, &LoadError{Problems: problems}
 	}
 	set.nSlots = len(memo.byKey)
+	set.scans = newScanMemory(len(memo.scans))
 	return set, nil
 }
 

@@ -109,7 +109,7 @@ func (s *Set) decide(in *Input) Decision {
 		d.Message = fmt.Sprintf("Tool %s is outside this session's scope.", in.Call.Name)
 		return d
 	}
-	st := evalState{in: in, adapter: s.adapter, nSlots: s.nSlots}
+	st := evalState{in: in, adapter: s.adapter, nSlots: s.nSlots, scans: s.scans}
 	var decider *compiledRule
 	for _, r := range s.rules {
 		if !r.Match.matches(&in.Call) {

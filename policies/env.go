@@ -255,6 +255,13 @@ type evalState struct {
 	slots  []ref.Val
 	nSlots int
 
+	// scans holds what the Set remembers of this session's history
+	// scans (scanmemo.go); scanSess is this session's part, looked up on
+	// first use (scanState 1) or found unusable (-1).
+	scans     *scanMemory
+	scanSess  *sessionScans
+	scanState int8
+
 	// calls remembers the results of history functions over the whole
 	// history: rules of a pack repeat the same few calls.
 	calls    []histCall
@@ -307,6 +314,18 @@ func (s *evalState) remember(c histCall) {
 		s.calls = s.callsBuf[:0]
 	}
 	s.calls = append(s.calls, c)
+}
+
+// scanSession returns the remembered scan results of the decision's
+// session, or nil if its history cannot be remembered.
+func (s *evalState) scanSession() *sessionScans {
+	if s.scanState == 0 {
+		s.scanState = -1
+		if s.scans != nil && s.in.Session.ID != "" && seqsUsable(s.in.History) {
+			s.scanSess, s.scanState = s.scans.session(s.in), 1
+		}
+	}
+	return s.scanSess
 }
 
 // withinBounds is withinBounds(s.in), computed once per decision.

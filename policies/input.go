@@ -71,6 +71,13 @@ type HistoryEntry struct {
 	Time       time.Time
 	Labels     []string
 	ResultTags []string // tags the result inspection attached
+	// Seq is the entry's call number in its session: 1 for the session's
+	// first call, unique and increasing within the session (a session
+	// re-created with the same ID starts again at 1). Zero means unknown.
+	// Decisions remember what history scans found in entries with a Seq
+	// (scanmemo.go), so an entry with a given Seq must not change, except
+	// for ResultTags, between decisions of one session.
+	Seq int64
 }
 
 // Flag is a finding of a call-chain detector (CEL: an element of flags).

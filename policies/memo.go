@@ -32,34 +32,84 @@ var decisionVars = map[string]bool{
 // *evalState. It is not a CEL identifier, so no expression can name it.
 const stateVar = "toolgate:state"
 
-// memoSlots numbers the distinct shareable comprehensions of a Set.
+// memoSlots numbers the distinct shareable comprehensions of a Set, and
+// its distinct remembered history scans (scanmemo.go).
 type memoSlots struct {
 	byKey map[string]int
+	scans map[string]int
 }
 
 // decorator returns the program option that makes the shareable
-// comprehensions of checked read and fill their slots, or nil if checked
-// has none.
+// comprehensions of checked read and fill their slots, and its history
+// scans remember their per-entry results, or nil if checked has neither.
 func (m *memoSlots) decorator(checked *cel.Ast) cel.ProgramOption {
 	a := checked.NativeRep()
 	slots := map[int64]int{}
 	m.find(a, a.Expr(), nil, slots)
-	if len(slots) == 0 {
+	scans := map[int64]*scanEval{}
+	m.findScans(a, a.Expr(), nil, scans)
+	if len(slots) == 0 && len(scans) == 0 {
 		return nil
 	}
+	steps := map[int64]*scanEval{}
+	for _, s := range scans {
+		steps[s.stepID] = s
+	}
 	return cel.CustomDecoratorV2(func(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
+		if s, ok := steps[i.ID()]; ok {
+			// The loop step is planned before its comprehension.
+			s.step = i
+		}
 		if _, attr := i.(interpreter.InterpretableAttribute); attr {
 			// An attribute built over the comprehension (to select from
 			// its result) shares its ID; the comprehension itself is
 			// wrapped already.
 			return i, nil
 		}
-		if slot, ok := slots[i.ID()]; ok {
-			delete(slots, i.ID()) // wrap once
-			return &memoEval{InterpretableV2: i, slot: slot}, nil
+		out := i
+		if s, ok := scans[i.ID()]; ok {
+			delete(scans, i.ID()) // wrap once
+			s.InterpretableV2 = out
+			out = s
 		}
-		return i, nil
+		if slot, ok := slots[i.ID()]; ok {
+			delete(slots, i.ID())
+			out = &memoEval{InterpretableV2: out, slot: slot}
+		}
+		return out, nil
 	})
+}
+
+// findScans records in scans the history scans under e whose per-entry
+// results may be remembered (scanOf); bound lists the comprehension
+// variables in scope at e.
+func (m *memoSlots) findScans(a *ast.AST, e ast.Expr, bound []string, scans map[int64]*scanEval) {
+	if e.Kind() == ast.ComprehensionKind {
+		if s := scanOf(e, bound); s != nil {
+			if m.scans == nil {
+				m.scans = map[string]int{}
+			}
+			key := canonical(a, e)
+			id, ok := m.scans[key]
+			if !ok {
+				id = len(m.scans)
+				m.scans[key] = id
+			}
+			s.id = id
+			scans[e.ID()] = s
+		}
+		c := e.AsComprehension()
+		m.findScans(a, c.IterRange(), bound, scans)
+		m.findScans(a, c.AccuInit(), bound, scans)
+		inner := append(bound[:len(bound):len(bound)], c.IterVar(), c.IterVar2(), c.AccuVar())
+		m.findScans(a, c.LoopCondition(), inner, scans)
+		m.findScans(a, c.LoopStep(), inner, scans)
+		m.findScans(a, c.Result(), inner, scans)
+		return
+	}
+	for _, c := range children(e) {
+		m.findScans(a, c, bound, scans)
+	}
 }
 
 // find records in slots the outermost comprehensions under e that read
