@@ -84,7 +84,7 @@ func (m *memoSlots) decorator(checked *cel.Ast) cel.ProgramOption {
 // results may be remembered (scanOf); bound lists the comprehension
 // variables in scope at e.
 func (m *memoSlots) findScans(a *ast.AST, e ast.Expr, bound []string, scans map[int64]*scanEval) {
-	if e.Kind() == ast.ComprehensionKind {
+	walkComprehensions(e, bound, func(e ast.Expr, bound []string) bool {
 		if s := scanOf(e, bound); s != nil {
 			if m.scans == nil {
 				m.scans = map[string]int{}
@@ -98,54 +98,51 @@ func (m *memoSlots) findScans(a *ast.AST, e ast.Expr, bound []string, scans map[
 			s.id = id
 			scans[e.ID()] = s
 		}
-		c := e.AsComprehension()
-		m.findScans(a, c.IterRange(), bound, scans)
-		m.findScans(a, c.AccuInit(), bound, scans)
-		inner := append(bound[:len(bound):len(bound)], c.IterVar(), c.IterVar2(), c.AccuVar())
-		m.findScans(a, c.LoopCondition(), inner, scans)
-		m.findScans(a, c.LoopStep(), inner, scans)
-		m.findScans(a, c.Result(), inner, scans)
-		return
-	}
-	for _, c := range children(e) {
-		m.findScans(a, c, bound, scans)
-	}
+		return false // scans inside it are remembered too
+	})
 }
 
 // find records in slots the outermost comprehensions under e that read
 // only decision variables; bound lists the comprehension variables in
 // scope at e.
 func (m *memoSlots) find(a *ast.AST, e ast.Expr, bound []string, slots map[int64]int) {
-	if e.Kind() == ast.ComprehensionKind {
-		shareable := true
+	walkComprehensions(e, bound, func(e ast.Expr, bound []string) bool {
 		for name := range freeVars(e) {
 			if !decisionVars[name] || slices.Contains(bound, name) {
-				shareable = false
-				break
+				return false
 			}
 		}
-		if shareable {
-			key := canonical(a, e)
-			slot, ok := m.byKey[key]
-			if !ok {
-				slot = len(m.byKey)
-				m.byKey[key] = slot
-			}
-			slots[e.ID()] = slot
-			return
+		key := canonical(a, e)
+		slot, ok := m.byKey[key]
+		if !ok {
+			slot = len(m.byKey)
+			m.byKey[key] = slot
 		}
-		c := e.AsComprehension()
-		m.find(a, c.IterRange(), bound, slots)
-		m.find(a, c.AccuInit(), bound, slots)
-		inner := append(bound[:len(bound):len(bound)], c.IterVar(), c.IterVar2(), c.AccuVar())
-		m.find(a, c.LoopCondition(), inner, slots)
-		m.find(a, c.LoopStep(), inner, slots)
-		m.find(a, c.Result(), inner, slots)
+		slots[e.ID()] = slot
+		return true
+	})
+}
+
+// walkComprehensions calls visit on every comprehension under e, outermost
+// first, with the comprehension variables in scope at it; when visit
+// returns true, nothing inside that comprehension is visited.
+func walkComprehensions(e ast.Expr, bound []string, visit func(e ast.Expr, bound []string) bool) {
+	if e.Kind() != ast.ComprehensionKind {
+		for _, c := range children(e) {
+			walkComprehensions(c, bound, visit)
+		}
 		return
 	}
-	for _, c := range children(e) {
-		m.find(a, c, bound, slots)
+	if visit(e, bound) {
+		return
 	}
+	c := e.AsComprehension()
+	walkComprehensions(c.IterRange(), bound, visit)
+	walkComprehensions(c.AccuInit(), bound, visit)
+	inner := append(bound[:len(bound):len(bound)], c.IterVar(), c.IterVar2(), c.AccuVar())
+	walkComprehensions(c.LoopCondition(), inner, visit)
+	walkComprehensions(c.LoopStep(), inner, visit)
+	walkComprehensions(c.Result(), inner, visit)
 }
 
 // freeVars returns the identifiers e reads that it does not bind itself.
