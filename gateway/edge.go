@@ -67,13 +67,31 @@ func checkMessage(body []byte, maxDepth int) (string, *edgeError) {
 	return checkEnvelope(&c.env)
 }
 
-// methodCtxKey holds the JSON-RPC method of a posted message.
-type methodCtxKey struct{}
+// postedKey holds the message of a POST, checked by edgeHandler.
+type postedKey struct{}
 
-// methodFrom returns the JSON-RPC method the edge read from the request.
+type posted struct {
+	method string // its JSON-RPC method
+	body   []byte // the whole body, not to be modified
+}
+
+// methodFrom returns the JSON-RPC method of the request's posted message,
+// or "".
 func methodFrom(ctx context.Context) string {
-	m, _ := ctx.Value(methodCtxKey{}).(string)
-	return m
+	p, _ := ctx.Value(postedKey{}).(*posted)
+	if p == nil {
+		return ""
+	}
+	return p.method
+}
+
+// bodyFrom returns the request's posted message, or nil.
+func bodyFrom(ctx context.Context) []byte {
+	p, _ := ctx.Value(postedKey{}).(*posted)
+	if p == nil {
+		return nil
+	}
+	return p.body
 }
 
 // checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
@@ -481,7 +499,7 @@ func edgeHandler(next http.Handler, maxBody int64, maxDepth int) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), methodCtxKey{}, method)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), postedKey{}, &posted{method: method, body: body})))
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -126,7 +127,9 @@ type Gateway struct {
 	sse        *server.SSEServer
 	handler    http.Handler
 
-	syncMu sync.Mutex // serialises Sync
+	info   mcp.Implementation        // the server's name and version, as agents see them
+	syncMu sync.Mutex                // serialises Sync
+	fast   atomic.Pointer[fastTools] // tools a call may take the direct path to (fastcall.go)
 }
 
 // New builds a gateway in front of up. It does no I/O; call Sync once the
@@ -168,6 +171,7 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 	if version == "" {
 		version = "dev"
 	}
+	g.info = mcp.Implementation{Name: "toolgate", Version: version}
 	// Telemetry (telemetry.go): before the hooks and handlers that use it.
 	tel, err := newGatewayTelemetry(opts.Telemetry, g)
 	if err != nil {
@@ -178,7 +182,7 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 	g.registerHooks(hooks)
 	g.registerRelayHooks(hooks) // relay_subscribe.go
 	g.registerTelemetryHooks(hooks)
-	g.mcp = server.NewMCPServer("toolgate", version, append([]server.ServerOption{
+	g.mcp = server.NewMCPServer(g.info.Name, g.info.Version, append([]server.ServerOption{
 		server.WithToolCapabilities(true),
 		server.WithResourceCapabilities(true, true), // subscribe: relay_subscribe.go
 		server.WithPromptCapabilities(true),
@@ -200,7 +204,7 @@ func New(cfg Config, up Upstreams, opts Options) (*Gateway, error) {
 		server.WithUseFullURLForMessageEndpoint(false),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", edgeHandler(g.traceHandler(g.authHandler(g.streamable)), cfg.MaxBodyBytes, cfg.MaxDepth))
+	mux.Handle("/mcp", edgeHandler(g.traceHandler(g.authHandler(g.fastCalls(g.streamable))), cfg.MaxBodyBytes, cfg.MaxDepth))
 	mux.Handle("GET /sse", g.authHandler(g.sse.SSEHandler()))
 	mux.Handle("/message", edgeHandler(g.traceHandler(g.authHandler(g.sse.MessageHandler())), cfg.MaxBodyBytes, cfg.MaxDepth))
 	mux.HandleFunc("POST /oauth/token", g.serveToken)
@@ -259,6 +263,10 @@ func (g *Gateway) Sync() {
 	}
 	if err := setTools(g.mcp, serverTools); err != nil {
 		g.log.Error("publishing the tool catalog", "err", err)
+		g.fast.Store(nil)
+	} else {
+		ft := newFastTools(serverTools)
+		g.fast.Store(&ft)
 	}
 
 	var resources []server.ServerResource

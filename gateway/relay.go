@@ -82,6 +82,10 @@ func (r *agentRelay) Notify(method string, params json.RawMessage) {
 	if err := json.Unmarshal(params, &m); err != nil {
 		return
 	}
+	if s := callStreamFrom(r.ctx); s != nil {
+		_ = s.notify(method, m) // a call on the direct path (fastcall.go)
+		return
+	}
 	_ = r.srv.SendNotificationToClient(r.ctx, method, m)
 }
 
