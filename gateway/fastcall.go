@@ -47,17 +47,19 @@ func newFastTools(list []server.ServerTool) fastTools {
 	return ft
 }
 
-// callMessage is what the direct path reads of a tools/call request.
-type callMessage struct {
-	ID     any `json:"id"`
-	Params struct {
-		Name           string          `json:"name"`
-		Arguments      json.RawMessage `json:"arguments"`
-		Meta           *mcp.Meta       `json:"_meta"`
-		Task           json.RawMessage `json:"task"`
-		InputResponses json.RawMessage `json:"inputResponses"`
-		RequestState   json.RawMessage `json:"requestState"`
-	} `json:"params"`
+// callParams is what the direct path reads of a tools/call's params.
+// The fields it does not take are read only to decline the call.
+type callParams struct {
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments"`
+	Meta      *struct {
+		ProtocolVersion    string                  `json:"io.modelcontextprotocol/protocolVersion"`
+		ClientCapabilities *mcp.ClientCapabilities `json:"io.modelcontextprotocol/clientCapabilities"`
+		ProgressToken      json.RawMessage         `json:"progressToken"`
+	} `json:"_meta"`
+	Task           json.RawMessage `json:"task"`
+	InputResponses json.RawMessage `json:"inputResponses"`
+	RequestState   json.RawMessage `json:"requestState"`
 }
 
 // fastCalls answers the plain tool calls of 2026-07-28 agents itself and
@@ -100,18 +102,10 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != mcp.JSONRPC_VERSION || msg.ID == nil {
 		return false
 	}
-	var call callMessage
-	if json.Unmarshal(body, &call) != nil {
-		return false
-	}
-	p := &call.Params
-	if !(*ft)[p.Name] || p.Meta == nil || p.Meta.ProgressToken != nil ||
-		len(p.Task) > 0 || len(p.InputResponses) > 0 || len(p.RequestState) > 0 ||
-		p.Meta.ProtocolVersion() != version {
-		return false
-	}
-	caps := p.Meta.ClientCapabilities()
-	if caps == nil {
+	var p callParams
+	if json.Unmarshal(msg.Params, &p) != nil || !(*ft)[p.Name] ||
+		p.Meta == nil || p.Meta.ProtocolVersion != version || p.Meta.ClientCapabilities == nil ||
+		p.Meta.ProgressToken != nil || p.Task != nil || p.InputResponses != nil || p.RequestState != nil {
 		return false
 	}
 	if mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MethodToolsCall, msg.Params) != nil {
@@ -124,7 +118,6 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 	var req mcp.CallToolRequest
 	req.Method = string(mcp.MethodToolsCall)
 	req.Params.Name = p.Name
-	req.Params.Meta = p.Meta
 	if len(p.Arguments) > 0 {
 		req.Params.RawArguments = p.Arguments
 	}
@@ -134,7 +127,7 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 	// elicitation request an upstream sends during the call is refused as
 	// it would be there (the revision has no server requests).
 	ctx = server.WithRequestProtocolInfo(ctx, &server.RequestProtocolInfo{
-		Modern: true, ProtocolVersion: version, ClientCapabilities: caps,
+		Modern: true, ProtocolVersion: version, ClientCapabilities: p.Meta.ClientCapabilities,
 	})
 	out := &callStream{w: w}
 	ctx = withCallStream(ctx, out)
