@@ -26,6 +26,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	detectors := fs.Bool("detectors", false, "turn the call-chain detectors on")
 	tracing := fs.Bool("tracing", false, "export every span (OTLP/HTTP batches) to a receiver inside the bench")
 	auditOn := fs.Bool("audit", false, "record every decision (the Redis stream with -redis, which always audits; else a file)")
+	procs := fs.Int("procs", 0, "run the gateway with this GOMAXPROCS (runtime.max_procs); 0: Go's default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -37,6 +38,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 		conc = append(conc, n)
+	}
+	var extra string
+	if *procs > 0 {
+		extra = fmt.Sprintf("runtime:\n  max_procs: %d\n", *procs)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -52,6 +57,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Detectors:   *detectors,
 		Tracing:     *tracing,
 		Audit:       *auditOn,
+		ExtraConfig: extra,
 		Gateway: func(configPath string) *exec.Cmd {
 			return exec.Command(exe, "serve", "--config", configPath)
 		},

@@ -79,13 +79,25 @@ func tuneRuntime(rt config.Runtime, log *slog.Logger) {
 	if memLimit != 0 {
 		debug.SetMemoryLimit(memLimit)
 	}
+	if n := maxProcs(rt, os.Getenv); n != 0 {
+		runtime.GOMAXPROCS(n)
+	}
 	inForce := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
 	metrics.Read(inForce)
 	limit := "off"
 	if v := inForce[1].Value.Uint64(); v < math.MaxInt64 {
 		limit = fmt.Sprintf("%dMiB", v>>20)
 	}
-	log.Info("go runtime", "gc_percent", inForce[0].Value.Uint64(), "memory_limit", limit)
+	log.Info("go runtime", "gc_percent", inForce[0].Value.Uint64(), "memory_limit", limit, "max_procs", runtime.GOMAXPROCS(0))
+}
+
+// maxProcs is the GOMAXPROCS serve sets, 0 to leave the runtime's: the
+// GOMAXPROCS variable, when set, was applied by the runtime and wins.
+func maxProcs(rt config.Runtime, getenv func(string) string) int {
+	if getenv("GOMAXPROCS") != "" {
+		return 0
+	}
+	return rt.MaxProcs
 }
 
 // runtimeSettings decides the GC percent and soft memory limit of serve,

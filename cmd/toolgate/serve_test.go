@@ -135,3 +135,24 @@ func TestRuntimeSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestMaxProcs(t *testing.T) {
+	tests := []struct {
+		yaml string
+		env  map[string]string
+		want int
+	}{
+		{yaml: "", want: 0},
+		{yaml: "runtime: {max_procs: 1}", want: 1},
+		{yaml: "runtime: {max_procs: 1}", env: map[string]string{"GOMAXPROCS": "4"}, want: 0},
+	}
+	for _, tt := range tests {
+		cfg, err := config.Parse([]byte("tools: {}\n" + tt.yaml + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := maxProcs(cfg.Runtime, func(k string) string { return tt.env[k] }); got != tt.want {
+			t.Errorf("maxProcs(%q, env %v) = %d; want %d", tt.yaml, tt.env, got, tt.want)
+		}
+	}
+}

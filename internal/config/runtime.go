@@ -15,8 +15,9 @@ import (
 const DefaultGCPercent = 75
 
 // Runtime tunes the Go runtime of toolgate serve: how much memory it may
-// hold against how much CPU its garbage collector spends. The GOMEMLIMIT
-// and GOGC environment variables, when set, win over both keys.
+// hold against how much CPU its garbage collector spends, and on how many
+// cores it runs. The GOMEMLIMIT, GOGC and GOMAXPROCS environment variables,
+// when set, win over the keys.
 type Runtime struct {
 	// MemoryLimit is a soft limit on the memory the runtime holds, in
 	// GOMEMLIMIT's syntax ("512MiB", "2GiB", a number of bytes) or "off".
@@ -26,6 +27,11 @@ type Runtime struct {
 	// GCPercent is GOGC: how far, in percent of the live heap, the heap
 	// grows before the next collection. Default DefaultGCPercent.
 	GCPercent int `yaml:"gc_percent"`
+	// MaxProcs is GOMAXPROCS: how many threads run Go code at once. Default
+	// Go's: the container's CPU limit, or every core. A gateway that shares
+	// a few cores with the agents, tool servers or Redis it serves spends
+	// less CPU per call with fewer (docs/performance.md).
+	MaxProcs int `yaml:"max_procs"`
 
 	limit int64 // MemoryLimit in bytes once validated; 0: default, -1: off
 }
@@ -55,6 +61,9 @@ func (r *Runtime) validate() error {
 		r.GCPercent = DefaultGCPercent
 	case r.GCPercent < 0:
 		errs = append(errs, fmt.Errorf("runtime.gc_percent: %d is negative: give a percentage such as 100, or leave it out for %d", r.GCPercent, DefaultGCPercent))
+	}
+	if r.MaxProcs < 0 {
+		errs = append(errs, fmt.Errorf("runtime.max_procs: %d is negative: give a number of cores, or leave it out for Go's default", r.MaxProcs))
 	}
 	return errors.Join(errs...)
 }

@@ -23,6 +23,7 @@ func TestRuntime(t *testing.T) {
 		{yaml: "runtime: {memory_limit: 0MiB}", err: "not above zero"},
 		{yaml: "runtime: {memory_limit: 9000000TiB}", err: "too large"},
 		{yaml: "runtime: {gc_percent: -1}", err: "runtime.gc_percent: -1 is negative"},
+		{yaml: "runtime: {max_procs: -2}", err: "runtime.max_procs: -2 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.yaml, func(t *testing.T) {
