@@ -258,8 +258,17 @@ func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, re
 	for attempt := 0; attempt < maxAdmitAttempts; attempt++ {
 		det, state := d.detectState(snap)
 		tags := det.ObserveResult(state, call, result, out.Tool.Labels, d.now())
-		detect := state.Marshal()
-		if len(tags) == 0 && bytes.Equal(detect, snap.Detect) {
+		// Usually the result changes nothing: the state is encoded into a
+		// scratch buffer only to compare it with the committed one.
+		scratch := detectScratch.Get().(*[]byte)
+		detect := state.AppendMarshal((*scratch)[:0])
+		*scratch = detect
+		unchanged := len(tags) == 0 && bytes.Equal(detect, snap.Detect)
+		if !unchanged {
+			detect = bytes.Clone(detect)
+		}
+		detectScratch.Put(scratch)
+		if unchanged {
 			d.detect.put(sessionID, snap.Detect, state)
 			return nil, nil
 		}
@@ -277,6 +286,10 @@ func (d *Decider) Observe(ctx context.Context, sessionID string, out Outcome, re
 	}
 	return nil, sessions.ErrConflict
 }
+
+// detectScratch holds buffers to encode detector states into for a
+// comparison.
+var detectScratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // commitFresh commits rec on the session as it is now, without deciding
 // again: for the outcome of an approval or an exhausted budget.

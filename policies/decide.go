@@ -3,6 +3,7 @@ package policies
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -109,8 +110,13 @@ func (s *Set) decide(in *Input) Decision {
 		d.Message = fmt.Sprintf("Tool %s is outside this session's scope.", in.Call.Name)
 		return d
 	}
-	st := evalState{in: in, adapter: s.adapter, nSlots: s.nSlots, scans: s.scans}
+	st := newEvalState(in, s.adapter, s.nSlots, s.scans)
+	defer st.release()
 	var decider *compiledRule
+	// Matches are gathered on the stack and copied out once, at their
+	// final length, rather than grown one append at a time.
+	var matchedBuf, wouldHaveBuf [8]RuleResult
+	matched, wouldHave := matchedBuf[:0], wouldHaveBuf[:0]
 	for _, r := range s.rules {
 		if !r.Match.matches(&in.Call) {
 			continue
@@ -122,11 +128,11 @@ func (s *Set) decide(in *Input) Decision {
 			if r.fast != nil && d.Cost+r.bound <= s.opts.CallBudget && st.withinBounds() {
 				// Proven within its limit for this input (bounds.go):
 				// counted at its bound, so the budget still holds.
-				out, _, err = r.fast.Eval(&st)
+				out, _, err = r.fast.Eval(st)
 				d.Cost += r.bound
 			} else {
 				var det *cel.EvalDetails
-				out, det, err = r.prg.Eval(&st)
+				out, det, err = r.prg.Eval(st)
 				if det != nil && det.ActualCost() != nil {
 					d.Cost += *det.ActualCost()
 				}
@@ -157,10 +163,10 @@ func (s *Set) decide(in *Input) Decision {
 		}
 		res := RuleResult{ID: r.ID, Action: r.Action, Mode: r.Mode, Severity: r.Severity, Message: r.Message}
 		if r.Mode == ModeShadow {
-			d.WouldHave = append(d.WouldHave, res)
+			wouldHave = append(wouldHave, res)
 			continue
 		}
-		d.Matched = append(d.Matched, res)
+		matched = append(matched, res)
 		if r.Action == ActionNarrow {
 			d.Narrow.add(r.Narrow)
 		}
@@ -168,6 +174,12 @@ func (s *Set) decide(in *Input) Decision {
 			d.Action, d.Rule, d.Message, d.Severity = r.Action, r.ID, r.Message, r.Severity
 			decider = r
 		}
+	}
+	if len(matched) > 0 {
+		d.Matched = slices.Clone(matched)
+	}
+	if len(wouldHave) > 0 {
+		d.WouldHave = slices.Clone(wouldHave)
 	}
 	if d.Action == ActionNarrow && d.Narrow.Covers(in.Call.Name, in.Call.Labels) {
 		// The call would use what this very decision takes away.

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -518,7 +519,7 @@ func (d *Detectors) rate(flags []Flag, st *DetectState, in *Input, seq uint32) [
 
 // fnv32Args hashes raw arguments; surrounding space does not count.
 func fnv32Args(raw []byte) uint32 {
-	return uint32(fnv64b([]byte(strings.TrimSpace(string(raw)))))
+	return uint32(fnv64b(bytes.TrimSpace(raw)))
 }
 
 func (d *Detectors) probe(flags []Flag, st *DetectState, in *Input, seq uint32) []Flag {
@@ -629,7 +630,7 @@ func (t *TaintSet) match(s string, f func(what string, fp fingerprint) bool) {
 	if stop {
 		return
 	}
-	var wbuf [64]string
+	var wbuf [64]word
 	ws := words(s, wbuf[:0])
 	if h, ok := valueHash(ws); ok {
 		if fp, ok := t.lookup(h); ok {
@@ -641,7 +642,11 @@ func (t *TaintSet) match(s string, f func(what string, fp fingerprint) bool) {
 	var hbuf [64]uint64
 	for i, h := range shingles(ws, hbuf[:0]) {
 		if fp, ok := t.lookup(h); ok {
-			if !f("text "+quote(strings.Join(ws[i:i+shingleWords], " ")), fp) {
+			run := make([]string, shingleWords)
+			for j, w := range ws[i : i+shingleWords] {
+				run[j] = w.text(s)
+			}
+			if !f("text "+quote(strings.Join(run, " ")), fp) {
 				return
 			}
 		}
@@ -792,14 +797,18 @@ func resultFingerprints(text string, max int) []uint64 {
 		}
 	}
 	entities(text, func(e entity) { add(fnv64(e.key())) })
-	var ws []string
+	// One buffer for the words of every value and of the whole text, at
+	// about one word in six bytes of prose: growing it from a few words
+	// would take many allocations.
+	ws := make([]word, 0, len(text)/6)
 	resultValues(text, func(v string) {
-		ws = words(v, ws)
+		// A value of shingleWords*4 words or more has no value hash.
+		ws = wordsUpTo(v, ws, shingleWords*4)
 		if h, ok := valueHash(ws); ok {
 			add(h)
 		}
 	})
 	ws = words(text, ws)
-	winnow(shingles(ws, nil), add)
+	winnow(shingles(ws, make([]uint64, 0, len(ws))), add)
 	return out
 }

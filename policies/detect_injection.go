@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // This file scores tool results for instructions addressed to the model:
@@ -257,12 +258,16 @@ func (s *injectionScorer) scores(labels []string) bool {
 // anchors of every marker (anchorScan); only markers whose anchors occur
 // are confirmed, each on windows around its own occurrences.
 func (s *injectionScorer) score(text string) InjectionScore {
-	norm := normInjection(text)
+	sc := scoreScratch.Get().(*scoreBufs)
+	defer scoreScratch.Put(sc)
+	sc.norm = appendNormInjection(sc.norm[:0], text)
 	var out InjectionScore
-	if norm == "" {
+	if len(sc.norm) == 0 {
 		return out
 	}
-	hits := anchors.scan(norm)
+	norm := string(sc.norm)
+	anchors.scanInto(norm, &sc.hits)
+	hits := sc.hits
 	for i := range injectionMarkers {
 		m := &injectionMarkers[i]
 		w := s.weights[i]
@@ -275,6 +280,16 @@ func (s *injectionScorer) score(text string) InjectionScore {
 	out.Hit = out.Score >= s.threshold-1e-9
 	return out
 }
+
+// scoreBufs is the working memory of one score, kept for the next: the
+// normalised text and the anchor hits, about two and a half times the
+// result's size.
+type scoreBufs struct {
+	norm []byte
+	hits anchorHits
+}
+
+var scoreScratch = sync.Pool{New: func() any { return new(scoreBufs) }}
 
 // anchorTable finds the anchors of every marker in one pass over the
 // normalised text: a bitmap of the anchors' first two bytes rejects most
@@ -318,6 +333,7 @@ func newAnchorTable() *anchorTable {
 type anchorHits struct {
 	n   []uint8 // per ref
 	pos []int32 // per ref, maxAnchorHits slots
+	buf []int32 // pos, then scan's own per-ref positions
 }
 
 // scan finds, for every anchor ref, its first maxAnchorHits occurrences
@@ -325,10 +341,23 @@ type anchorHits struct {
 // whole-word anchors, stand as a word: the occurrences a search with
 // strings.Index from the end of the previous one would give.
 func (t *anchorTable) scan(norm string) anchorHits {
+	var h anchorHits
+	t.scanInto(norm, &h)
+	return h
+}
+
+// scanInto is scan into h, reusing its memory.
+func (t *anchorTable) scanInto(norm string, h *anchorHits) {
 	n := len(t.ref)
-	buf := make([]int32, n*(maxAnchorHits+1))
-	h := anchorHits{n: make([]uint8, n), pos: buf[:n*maxAnchorHits]}
-	next := buf[n*maxAnchorHits:] // per ref, the first position a new occurrence may start at
+	if cap(h.n) < n {
+		h.n = make([]uint8, n)
+		h.buf = make([]int32, n*(maxAnchorHits+1))
+	}
+	h.n = h.n[:n]
+	clear(h.n)
+	h.pos = h.buf[:n*maxAnchorHits]
+	next := h.buf[n*maxAnchorHits : n*(maxAnchorHits+1)] // per ref, the first position a new occurrence may start at
+	clear(next)
 	for i := 0; i+1 < len(norm); i++ {
 		p := uint16(norm[i])<<8 | uint16(norm[i+1])
 		if t.pairs[p/64]&(1<<(p%64)) == 0 {
@@ -347,7 +376,6 @@ func (t *anchorTable) scan(norm string) anchorHits {
 			h.n[id]++
 		}
 	}
-	return h
 }
 
 // confirm reports whether the marker occurs in norm, given the
@@ -425,7 +453,13 @@ func wordAt(norm string, i, j int) bool {
 // strings with "\" line continuations), and collapses runs of spaces and
 // tabs, so that a phrase split over a folded line still reads as one.
 func normInjection(text string) string {
-	b := make([]byte, 0, len(text))
+	return string(appendNormInjection(make([]byte, 0, len(text)), text))
+}
+
+// appendNormInjection appends normInjection(text) to b.
+func appendNormInjection(b []byte, text string) []byte {
+	b = slices.Grow(b, len(text))
+	base := len(b)
 	space := true // drop leading space
 	for i := 0; i < len(text); i++ {
 		c := text[i]
@@ -453,7 +487,7 @@ func normInjection(text string) string {
 		}
 		if c == ' ' || c == '\n' {
 			if space {
-				if c == '\n' && len(b) > 0 && b[len(b)-1] == ' ' {
+				if c == '\n' && len(b) > base && b[len(b)-1] == ' ' {
 					b[len(b)-1] = '\n'
 				}
 				continue
@@ -465,7 +499,7 @@ func normInjection(text string) string {
 		space = false
 		b = append(b, c)
 	}
-	return string(b)
+	return b
 }
 
 // ScoreInjection scores text as the injection detector scores a result of

@@ -202,7 +202,14 @@ const stateVersion = 2
 
 // Marshal encodes s for the session record.
 func (s *DetectState) Marshal() []byte {
-	b := make([]byte, 0, 64+len(s.recent)*17+len(s.taint.fps)*13+len(s.known)*8+len(s.taint.sources)*24)
+	return s.AppendMarshal(make([]byte, 0, s.marshalSize()))
+}
+
+// AppendMarshal appends the encoding of s to b and returns the extended
+// buffer, so that a caller encoding the state on every call can reuse
+// one buffer. The encoding is at most about 19 KiB (see DetectState).
+func (s *DetectState) AppendMarshal(b []byte) []byte {
+	b = slices.Grow(b, s.marshalSize())
 	b = append(b, stateVersion)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.risk))
 	var at int64
@@ -210,12 +217,13 @@ func (s *DetectState) Marshal() []byte {
 		at = s.riskAt.UnixMilli()
 	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(at))
-	for _, v := range []uint32{s.calls, s.denied, s.outOfScope, s.untrustedAt} {
-		b = binary.LittleEndian.AppendUint32(b, v)
-	}
-	for _, n := range []string{s.untrustedName, s.last[0], s.last[1]} {
-		b = appendString(b, n)
-	}
+	b = binary.LittleEndian.AppendUint32(b, s.calls)
+	b = binary.LittleEndian.AppendUint32(b, s.denied)
+	b = binary.LittleEndian.AppendUint32(b, s.outOfScope)
+	b = binary.LittleEndian.AppendUint32(b, s.untrustedAt)
+	b = appendString(b, s.untrustedName)
+	b = appendString(b, s.last[0])
+	b = appendString(b, s.last[1])
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.recent)))
 	for _, r := range s.recent {
 		b = binary.LittleEndian.AppendUint64(b, uint64(r.at))
@@ -239,12 +247,31 @@ func (s *DetectState) Marshal() []byte {
 	for _, h := range s.known {
 		b = binary.LittleEndian.AppendUint64(b, h)
 	}
-	for _, v := range []uint32{s.injectFirst, s.injectLast, s.injectHits, s.injectReported} {
-		b = binary.LittleEndian.AppendUint32(b, v)
-	}
+	b = binary.LittleEndian.AppendUint32(b, s.injectFirst)
+	b = binary.LittleEndian.AppendUint32(b, s.injectLast)
+	b = binary.LittleEndian.AppendUint32(b, s.injectHits)
+	b = binary.LittleEndian.AppendUint32(b, s.injectReported)
 	b = appendString(b, s.injectName)
 	return appendString(b, s.injectMarkers)
 }
+
+// marshalSize is the exact length of the encoding of s.
+func (s *DetectState) marshalSize() int {
+	n := 1 + 8 + 8 + 4*4 + // version, risk, riskAt, counters
+		stringSize(s.untrustedName) + stringSize(s.last[0]) + stringSize(s.last[1]) +
+		4 + len(s.recent)*17 +
+		4 + len(s.taint.sources)*5 +
+		4 + len(s.taint.fps)*13 +
+		4 + len(s.known)*8 +
+		4*4 + stringSize(s.injectName) + stringSize(s.injectMarkers)
+	for _, src := range s.taint.sources {
+		n += stringSize(src.name)
+	}
+	return n
+}
+
+// stringSize is the length of appendString's encoding of s.
+func stringSize(s string) int { return 2 + min(len(s), math.MaxUint16) }
 
 func appendString(b []byte, s string) []byte {
 	if len(s) > math.MaxUint16 {
@@ -277,14 +304,17 @@ func UnmarshalDetectState(data []byte) (*DetectState, error) {
 		return nil, fmt.Errorf("decode detector state: version %d, want %d", version, stateVersion)
 	}
 	r := reader{b: data[1:]}
+	r.names = r.namesBuf[:0]
 	s.risk = math.Float64frombits(r.u64())
 	if at := int64(r.u64()); at != 0 {
 		s.riskAt = time.UnixMilli(at).UTC()
 	}
 	s.calls, s.denied, s.outOfScope, s.untrustedAt = r.u32(), r.u32(), r.u32(), r.u32()
 	s.untrustedName, s.last[0], s.last[1] = r.str(), r.str(), r.str()
+	// recent and known get room for the entry the next Record appends
+	// (it then drops the oldest in place).
 	n := r.count(17)
-	s.recent = make([]recentCall, n)
+	s.recent = make([]recentCall, n, n+1)
 	for i := range s.recent {
 		s.recent[i] = recentCall{at: int64(r.u64()), tool: r.u32(), args: r.u32()}
 		if c := int(r.byte()); c < len(actionCodes) {
@@ -302,7 +332,7 @@ func UnmarshalDetectState(data []byte) (*DetectState, error) {
 		s.taint.fps[i] = fingerprint{h: r.u64(), src: r.u32(), cats: r.byte()}
 	}
 	n = r.count(8)
-	s.known = make([]uint64, n)
+	s.known = make([]uint64, n, n+1)
 	for i := range s.known {
 		s.known[i] = r.u64()
 	}
@@ -336,6 +366,11 @@ func cmpU64(a, b uint64) int {
 type reader struct {
 	b   []byte
 	bad bool
+	// names holds the strings read so far: the state repeats a few tool
+	// names (the last calls, every taint source), which then share one
+	// copy.
+	names    []string
+	namesBuf [16]string
 }
 
 func (r *reader) take(n int) []byte {
@@ -377,7 +412,17 @@ func (r *reader) u64() uint64 {
 }
 
 func (r *reader) str() string {
-	return string(r.take(int(r.u16())))
+	b := r.take(int(r.u16()))
+	for _, s := range r.names {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	if len(s) > 0 && len(r.names) < cap(r.names) {
+		r.names = append(r.names, s)
+	}
+	return s
 }
 
 // count reads a list length and checks that the input can hold that many

@@ -67,6 +67,23 @@ var fileExts = map[string]bool{
 
 // isTokenSep reports whether r separates tokens when looking for entities.
 func isTokenSep(r rune) bool {
+	if r < utf8.RuneSelf {
+		return asciiTokenSep[r]
+	}
+	return unicode.IsSpace(r)
+}
+
+// asciiTokenSep is isTokenSep for ASCII, by table: it runs on every rune
+// of a result.
+var asciiTokenSep = func() (t [utf8.RuneSelf]bool) {
+	for r := range rune(utf8.RuneSelf) {
+		t[r] = isTokenSepRune(r)
+	}
+	return t
+}()
+
+// isTokenSepRune is isTokenSep without the table.
+func isTokenSepRune(r rune) bool {
 	if unicode.IsSpace(r) {
 		return true
 	}
@@ -108,6 +125,14 @@ func mayHoldIBAN(s string) bool {
 }
 
 func classify(tok string, f func(entity)) {
+	// Every entity below but numbers and tokens holds "://", "@", "." or
+	// ":", none of which lower-casing adds or removes: most words of a
+	// text have none, and are not lower-cased (nor parsed as addresses,
+	// which costs an error value each).
+	if strings.IndexAny(tok, ".:@") < 0 {
+		classifyPlain(tok, f)
+		return
+	}
 	lower := strings.ToLower(tok)
 	switch {
 	case strings.Contains(lower, "://"):
@@ -126,19 +151,35 @@ func classify(tok string, f func(entity)) {
 		}
 		return
 	}
-	if ip, err := netip.ParseAddr(tok); err == nil && (ip.Is4() || strings.Count(tok, ":") >= 2) {
-		f(entity{entIP, ip.Unmap().String()})
-		return
-	}
-	if ap, err := netip.ParseAddrPort(tok); err == nil {
-		f(entity{entIP, ap.Addr().Unmap().String()})
-		return
+	if mayBeAddr(tok) {
+		if ip, err := netip.ParseAddr(tok); err == nil && (ip.Is4() || strings.Count(tok, ":") >= 2) {
+			f(entity{entIP, ip.Unmap().String()})
+			return
+		}
+		if ap, err := netip.ParseAddrPort(tok); err == nil {
+			f(entity{entIP, ap.Addr().Unmap().String()})
+			return
+		}
 	}
 	host, _, _ := strings.Cut(lower, "/")
 	if isHostName(host, true) {
 		f(entity{entHost, host})
 		return
 	}
+	classifyPlain(tok, f)
+}
+
+// mayBeAddr reports whether tok may parse as an IP address, or an address
+// and port: netip's parsers refuse anything that does not start with a
+// hex digit, a colon or a bracket.
+func mayBeAddr(tok string) bool {
+	c := tok[0]
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '['
+}
+
+// classifyPlain reports tok as a long number or a secret-looking token,
+// if it is one.
+func classifyPlain(tok string, f func(entity)) {
 	digits, letters, other := 0, 0, 0
 	for _, r := range tok {
 		switch {
@@ -173,8 +214,8 @@ func isHostName(s string, strictTLD bool) bool {
 	if len(s) < 4 || len(s) > 253 || !strings.Contains(s, ".") {
 		return false
 	}
-	labels := strings.Split(s, ".")
-	for _, l := range labels {
+	var tld string
+	for l := range strings.SplitSeq(s, ".") {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}
@@ -184,8 +225,8 @@ func isHostName(s string, strictTLD bool) bool {
 				return false
 			}
 		}
+		tld = l
 	}
-	tld := labels[len(labels)-1]
 	for i := 0; i < len(tld); i++ {
 		if tld[i] < 'a' || tld[i] > 'z' {
 			return false
@@ -222,41 +263,89 @@ func fnv64b(b []byte) uint64 {
 	return h
 }
 
-// words returns the normalised words of s: runs of letters and digits,
-// lower-cased. Punctuation, quoting and spacing do not matter.
-func words(s string, buf []string) []string {
+// word is one normalised word of a text: a run of letters and digits,
+// lower-cased. The detectors compare words only by hash, so a word is its
+// hash and length, and where it stands in the text (for flag details).
+type word struct {
+	h          uint64 // fnv64 of the lower-cased word
+	n          int    // length of the lower-cased word
+	start, end int    // the word in the text it came from
+}
+
+// text is the normalised word w of s.
+func (w word) text(s string) string { return strings.ToLower(s[w.start:w.end]) }
+
+// words returns the normalised words of s. Punctuation, quoting and
+// spacing do not matter. Each word is lower-cased as strings.ToLower does
+// (rune by rune), while it is hashed, without building its string.
+func words(s string, buf []word) []word { return wordsUpTo(s, buf, -1) }
+
+// wordsUpTo is words, stopping after max words if max >= 0.
+func wordsUpTo(s string, buf []word, max int) []word {
 	buf = buf[:0]
 	start := -1
-	for i, r := range s {
-		alnum := unicode.IsLetter(r) || unicode.IsDigit(r)
-		if alnum && start < 0 {
-			start = i
+	var h uint64
+	var n int
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			// ASCII, most of any text: a table says whether the byte
+			// is a letter or digit, and gives it lower-cased.
+			if lc := asciiWord[c]; lc != 0 {
+				if start < 0 {
+					start, h, n = i, fnvOffset, 0
+				}
+				h = (h ^ uint64(lc)) * fnvPrime
+				n++
+			} else if start >= 0 {
+				if buf = append(buf, word{h: h, n: n, start: start, end: i}); len(buf) == max {
+					return buf
+				}
+				start = -1
+			}
+			i++
+			continue
 		}
-		if !alnum && start >= 0 {
-			buf = append(buf, s[start:i])
-			start = -1
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+			if start >= 0 {
+				if buf = append(buf, word{h: h, n: n, start: start, end: i}); len(buf) == max {
+					return buf
+				}
+				start = -1
+			}
+			i += size
+			continue
 		}
+		if start < 0 {
+			start, h, n = i, fnvOffset, 0
+		}
+		var enc [utf8.UTFMax]byte
+		for _, c := range utf8.AppendRune(enc[:0], unicode.ToLower(r)) {
+			h = (h ^ uint64(c)) * fnvPrime
+			n++
+		}
+		i += size
 	}
 	if start >= 0 {
-		buf = append(buf, s[start:])
-	}
-	for i, w := range buf {
-		if hasUpper(w) {
-			buf[i] = strings.ToLower(w)
-		}
+		buf = append(buf, word{h: h, n: n, start: start, end: len(s)})
 	}
 	return buf
 }
 
-func hasUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' || c >= utf8.RuneSelf {
-			return true
+// asciiWord maps each ASCII letter and digit to itself lower-cased, and
+// every other byte to 0.
+var asciiWord = func() (t [utf8.RuneSelf]byte) {
+	for c := range byte(utf8.RuneSelf) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			t[c] = c
+		case c >= 'A' && c <= 'Z':
+			t[c] = c + 'a' - 'A'
 		}
 	}
-	return false
-}
+	return t
+}()
 
 // Word-run fingerprints: hashes of every run of shingleWords words. Result
 // text keeps one fingerprint per window of winnowWindow consecutive runs
@@ -279,12 +368,12 @@ const (
 )
 
 // shingles returns the hash of every run of shingleWords words of ws.
-func shingles(ws []string, out []uint64) []uint64 {
+func shingles(ws []word, out []uint64) []uint64 {
 	out = out[:0]
 	for i := 0; i+shingleWords <= len(ws); i++ {
 		h := uint64(seedShingle)
 		for _, w := range ws[i : i+shingleWords] {
-			h = (h ^ fnv64(w)) * fnvPrime
+			h = (h ^ w.h) * fnvPrime
 		}
 		out = append(out, h)
 	}
@@ -318,10 +407,10 @@ func winnow(hs []uint64, keep func(uint64)) {
 
 // valueHash is the fingerprint of a whole value: its normalised words.
 // ok is false for values too short to mean anything.
-func valueHash(ws []string) (uint64, bool) {
+func valueHash(ws []word) (uint64, bool) {
 	n := 0
 	for _, w := range ws {
-		n += len(w)
+		n += w.n
 	}
 	if n < minValueLen || len(ws) >= shingleWords*4 {
 		// Long values are covered by word runs.
@@ -329,7 +418,7 @@ func valueHash(ws []string) (uint64, bool) {
 	}
 	h := uint64(seedValue)
 	for _, w := range ws {
-		h = (h ^ fnv64(w)) * fnvPrime
+		h = (h ^ w.h) * fnvPrime
 	}
 	return h, true
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -91,14 +93,25 @@ func objectFields() map[string]map[string]field {
 	strs := func(f func(o *object) *[]string) field {
 		return field{stringListType, func(o *object) (ref.Val, error) { return strSlice{f(o)}, nil }}
 	}
+	// The call's strings are read by many rules of a pack: each is made a
+	// CEL value once per decision.
+	callStr := func(i int, f func(c *Call) string) field {
+		return field{types.StringType, func(o *object) (ref.Val, error) {
+			st := o.st
+			if st.callStrs[i] == nil {
+				st.callStrs[i] = types.String(f(&st.in.Call))
+			}
+			return st.callStrs[i], nil
+		}}
+	}
 	hist := func(o *object) *HistoryEntry { return &o.st.in.History[o.idx] }
 	flag := func(o *object) *Flag { return &o.st.in.Flags[o.idx] }
 	return map[string]map[string]field{
 		callType.TypeName(): {
-			"server": str(func(o *object) string { return o.st.in.Call.Server }),
-			"tool":   str(func(o *object) string { return o.st.in.Call.Tool }),
-			"name":   str(func(o *object) string { return o.st.in.Call.Name }),
-			"method": str(func(o *object) string { return o.st.in.Call.Method }),
+			"server": callStr(0, func(c *Call) string { return c.Server }),
+			"tool":   callStr(1, func(c *Call) string { return c.Tool }),
+			"name":   callStr(2, func(c *Call) string { return c.Name }),
+			"method": callStr(3, func(c *Call) string { return c.Method }),
 			"args":   {dynMapType, func(o *object) (ref.Val, error) { return o.st.callArgs() }},
 			"labels": strs(func(o *object) *[]string { return &o.st.in.Call.Labels }),
 		},
@@ -116,8 +129,14 @@ func objectFields() map[string]map[string]field {
 			}},
 			"calls":  {types.IntType, func(o *object) (ref.Val, error) { return types.Int(o.st.in.Session.Calls), nil }},
 			"denied": {types.IntType, func(o *object) (ref.Val, error) { return types.Int(o.st.in.Session.Denied), nil }},
-			"risk":   {types.DoubleType, func(o *object) (ref.Val, error) { return types.Double(o.st.in.Session.Risk), nil }},
-			"scope":  strs(func(o *object) *[]string { return &o.st.in.Session.Scope }),
+			"risk": {types.DoubleType, func(o *object) (ref.Val, error) {
+				st := o.st
+				if st.risk == nil {
+					st.risk = types.Double(st.in.Session.Risk)
+				}
+				return st.risk, nil
+			}},
+			"scope": strs(func(o *object) *[]string { return &o.st.in.Session.Scope }),
 		},
 		historyType.TypeName(): {
 			"server":      str(func(o *object) string { return hist(o).Server }),
@@ -234,14 +253,31 @@ func (p *provider) NewValue(name string, fields map[string]ref.Val) ref.Val {
 
 // evalState binds one Input for all rules of one decision. It is the CEL
 // activation: each variable is built on first use and kept.
+//
+// Decisions take their states from a pool (newEvalState, release), so
+// that the memory a state grew, above all one object per history entry,
+// serves the next decision. No value of a decision is referenced after
+// it: Decide keeps only strings and booleans of what CEL returned.
 type evalState struct {
 	in      *Input
 	adapter types.Adapter
 
-	call, session *object
-	history       ref.Val
-	flags         ref.Val
-	agent         ref.Val
+	call, session       *object
+	callObj, sessionObj object
+	history             ref.Val
+	flags               ref.Val
+	agent               ref.Val
+
+	// histList and flagList back history and flags; their objects stay
+	// valid from one decision to the next, as they point to this state.
+	histList, flagList objList
+	// iters are handed out by the lists' Iterator, one per
+	// comprehension; past the last, iterators are allocated.
+	iters  [16]objIter
+	nIters int
+
+	callStrs [4]ref.Val // call.server, tool, name, method
+	risk     ref.Val    // session.risk
 
 	args        ref.Val
 	argsErr     error
@@ -345,22 +381,24 @@ func (s *evalState) ResolveName(name string) (any, bool) {
 	switch name {
 	case "call":
 		if s.call == nil {
-			s.call = &object{st: s, kind: kindCall}
+			s.callObj = object{st: s, kind: kindCall}
+			s.call = &s.callObj
 		}
 		return s.call, true
 	case "session":
 		if s.session == nil {
-			s.session = &object{st: s, kind: kindSession}
+			s.sessionObj = object{st: s, kind: kindSession}
+			s.session = &s.sessionObj
 		}
 		return s.session, true
 	case "history":
 		if s.history == nil {
-			s.history = historyList{s.objectList(kindHistory, len(s.in.History))}
+			s.history = historyList{s.objectList(&s.histList, kindHistory, len(s.in.History))}
 		}
 		return s.history, true
 	case "flags":
 		if s.flags == nil {
-			s.flags = s.objectList(kindFlag, len(s.in.Flags))
+			s.flags = s.objectList(&s.flagList, kindFlag, len(s.in.Flags))
 		}
 		return s.flags, true
 	case "agent":
@@ -388,12 +426,58 @@ func (s *evalState) Parent() interpreter.Activation { return nil }
 // Input's entries directly instead of going through its elements.
 type historyList struct{ *objList }
 
-func (s *evalState) objectList(kind objKind, n int) *objList {
-	l := &objList{st: s, objs: make([]object, n)}
-	for i := range l.objs {
+// objectList readies l, one of s's lists, to hold n objects of kind. The
+// objects an earlier decision made are still right: they point to s, and
+// each list holds one kind.
+func (s *evalState) objectList(l *objList, kind objKind, n int) *objList {
+	if cap(l.objs) < n {
+		l.objs, l.made = make([]object, n), 0
+	}
+	l.objs = l.objs[:n]
+	for i := l.made; i < n; i++ {
 		l.objs[i] = object{st: s, kind: kind, idx: i}
 	}
+	l.made = max(l.made, n)
+	l.st, l.vals = s, nil
 	return l
+}
+
+// iterator returns an iterator over objs.
+func (s *evalState) iterator(objs []object) *objIter {
+	if s.nIters == len(s.iters) {
+		return &objIter{objs: objs}
+	}
+	it := &s.iters[s.nIters]
+	s.nIters++
+	*it = objIter{objs: objs}
+	return it
+}
+
+var evalStates = sync.Pool{New: func() any { return new(evalState) }}
+
+// newEvalState returns a state that binds in for one decision of a set
+// with these shared comprehension slots and scan memory. Call release
+// once the decision is made.
+func newEvalState(in *Input, adapter types.Adapter, nSlots int, scans *scanMemory) *evalState {
+	s := evalStates.Get().(*evalState)
+	s.in, s.adapter, s.nSlots, s.scans = in, adapter, nSlots, scans
+	return s
+}
+
+// release empties s, keeping the memory it grew, and returns it to the
+// pool. Nothing may use s or a value it made afterwards.
+func (s *evalState) release() {
+	hist, flags := s.histList, s.flagList
+	hist.vals, flags.vals = nil, nil
+	histArgs, histArgsErr, slots := s.histArgs, s.histArgsErr, s.slots
+	clear(histArgs)
+	clear(histArgsErr)
+	clear(slots)
+	*s = evalState{
+		histList: hist, flagList: flags,
+		histArgs: histArgs[:0], histArgsErr: histArgsErr[:0], slots: slots[:0],
+	}
+	evalStates.Put(s)
 }
 
 func (s *evalState) callArgs() (ref.Val, error) {
@@ -409,9 +493,9 @@ func (s *evalState) callArgs() (ref.Val, error) {
 }
 
 func (s *evalState) historyArgs(i int) (ref.Val, error) {
-	if s.histArgs == nil {
-		s.histArgs = make([]ref.Val, len(s.in.History))
-		s.histArgsErr = make([]error, len(s.in.History))
+	if n := len(s.in.History); len(s.histArgs) != n {
+		s.histArgs = slices.Grow(s.histArgs[:0], n)[:n]
+		s.histArgsErr = slices.Grow(s.histArgsErr[:0], n)[:n]
 	}
 	if s.histArgs[i] == nil && s.histArgsErr[i] == nil {
 		m, err := ParseArgs(s.in.History[i].Args)

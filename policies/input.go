@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Input is everything one decision may look at. The gateway builds it from
@@ -97,6 +99,13 @@ func ParseArgs(raw json.RawMessage) (map[string]any, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return map[string]any{}, nil
 	}
+	if json.Valid(raw) {
+		if m, ok := parseValidArgs(raw); ok {
+			return m, nil
+		}
+	}
+	// Invalid input, or a value the parser below leaves to encoding/json:
+	// the decoder gives the error or the value.
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any
@@ -160,4 +169,165 @@ func isIntegerText(s string) bool {
 		}
 	}
 	return true
+}
+
+// parseValidArgs parses raw, which json.Valid accepted, as ParseArgs does
+// with encoding/json, in fewer allocations: the text is copied once and
+// keys and strings without escapes are slices of that copy. ok is false
+// if raw is not an object; a string with escapes or non-ASCII bytes that
+// are not valid UTF-8 is decoded by encoding/json.
+func parseValidArgs(raw []byte) (m map[string]any, ok bool) {
+	p := argParser{s: string(raw)}
+	p.space()
+	if p.i >= len(p.s) || p.s[p.i] != '{' {
+		return nil, false
+	}
+	v, ok := p.value()
+	if !ok {
+		return nil, false
+	}
+	m, ok = v.(map[string]any)
+	return m, ok
+}
+
+// argParser reads JSON text that json.Valid accepted; it checks only
+// what it relies on, and reports anything else as not ok.
+type argParser struct {
+	s string
+	i int
+}
+
+func (p *argParser) space() {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *argParser) value() (any, bool) {
+	if p.i >= len(p.s) {
+		return nil, false
+	}
+	switch c := p.s[p.i]; {
+	case c == '{':
+		p.i++
+		m := map[string]any{}
+		p.space()
+		if p.i < len(p.s) && p.s[p.i] == '}' {
+			p.i++
+			return m, true
+		}
+		for {
+			p.space()
+			k, ok := p.str()
+			if !ok {
+				return nil, false
+			}
+			p.space()
+			if p.i >= len(p.s) || p.s[p.i] != ':' {
+				return nil, false
+			}
+			p.i++
+			p.space()
+			v, ok := p.value()
+			if !ok {
+				return nil, false
+			}
+			m[k] = v
+			p.space()
+			if p.i >= len(p.s) {
+				return nil, false
+			}
+			p.i++
+			switch p.s[p.i-1] {
+			case ',':
+			case '}':
+				return m, true
+			default:
+				return nil, false
+			}
+		}
+	case c == '[':
+		p.i++
+		a := make([]any, 0)
+		p.space()
+		if p.i < len(p.s) && p.s[p.i] == ']' {
+			p.i++
+			return a, true
+		}
+		for {
+			p.space()
+			v, ok := p.value()
+			if !ok {
+				return nil, false
+			}
+			a = append(a, v)
+			p.space()
+			if p.i >= len(p.s) {
+				return nil, false
+			}
+			p.i++
+			switch p.s[p.i-1] {
+			case ',':
+			case ']':
+				return a, true
+			default:
+				return nil, false
+			}
+		}
+	case c == '"':
+		return p.str()
+	case c == 't' && strings.HasPrefix(p.s[p.i:], "true"):
+		p.i += 4
+		return true, true
+	case c == 'f' && strings.HasPrefix(p.s[p.i:], "false"):
+		p.i += 5
+		return false, true
+	case c == 'n' && strings.HasPrefix(p.s[p.i:], "null"):
+		p.i += 4
+		return nil, true
+	case c == '-' || c >= '0' && c <= '9':
+		j := p.i
+		for p.i < len(p.s) && strings.IndexByte("+-.eE0123456789", p.s[p.i]) >= 0 {
+			p.i++
+		}
+		return jsonNumber(p.s[j:p.i]), true
+	}
+	return nil, false
+}
+
+// str reads a string. One that holds escapes or invalid UTF-8 goes
+// through encoding/json, which unescapes it and replaces bad bytes.
+func (p *argParser) str() (string, bool) {
+	if p.i >= len(p.s) || p.s[p.i] != '"' {
+		return "", false
+	}
+	j := p.i + 1
+	k := j
+	escaped, high := false, false
+	for ; k < len(p.s) && p.s[k] != '"'; k++ {
+		switch c := p.s[k]; {
+		case c == '\\':
+			escaped = true
+			k++ // the escaped byte may be a quote
+		case c >= utf8.RuneSelf:
+			high = true
+		}
+	}
+	if k >= len(p.s) {
+		return "", false
+	}
+	p.i = k + 1
+	if body := p.s[j:k]; !escaped && (!high || utf8.ValidString(body)) {
+		return body, true
+	}
+	var out string
+	if json.Unmarshal([]byte(p.s[j-1:k+1]), &out) != nil {
+		return "", false
+	}
+	return out, true
 }

@@ -241,8 +241,9 @@ func (m *memoEval) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	if !ok || m.slot >= st.nSlots {
 		return m.InterpretableV2.Exec(f)
 	}
-	if st.slots == nil {
-		st.slots = make([]ref.Val, st.nSlots)
+	if len(st.slots) != st.nSlots {
+		// A pooled state keeps its slots, all nil (release).
+		st.slots = slices.Grow(st.slots[:0], st.nSlots)[:st.nSlots]
 	}
 	if out := st.slots[m.slot]; out != nil {
 		return out

@@ -49,7 +49,12 @@ func (l strSlice) Value() any                                  { return *l.p }
 type objList struct {
 	st   *evalState
 	objs []object
+	made int // objs[:made] are set, possibly beyond len(objs)
 	vals traits.Lister
+	// size is Size's value, for len(objs) = sizeOf: kept from one
+	// decision to the next, as a length over 255 allocates.
+	size   ref.Val
+	sizeOf int
 }
 
 var _ traits.Lister = (*objList)(nil)
@@ -65,8 +70,14 @@ func (l *objList) list() traits.Lister {
 	return l.vals
 }
 
-func (l *objList) Iterator() traits.Iterator { return &objIter{objs: l.objs} }
-func (l *objList) Size() ref.Val             { return types.Int(len(l.objs)) }
+func (l *objList) Iterator() traits.Iterator { return l.st.iterator(l.objs) }
+
+func (l *objList) Size() ref.Val {
+	if l.size == nil || l.sizeOf != len(l.objs) {
+		l.size, l.sizeOf = types.Int(len(l.objs)), len(l.objs)
+	}
+	return l.size
+}
 
 func (l *objList) Add(other ref.Val) ref.Val                   { return l.list().Add(other) }
 func (l *objList) Contains(v ref.Val) ref.Val                  { return l.list().Contains(v) }
