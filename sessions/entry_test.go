@@ -116,3 +116,58 @@ func TestDecodeHistorySharing(t *testing.T) {
 		}
 	}
 }
+
+// encodeEntryJSON is encodeEntry written with encoding/json for every item: encodeEntry
+// writes the same bytes without it.
+func encodeEntryJSON(rec CallRecord) string {
+	str := func(s string) []byte { j, _ := json.Marshal(s); return j }
+	list := func(l []string) []byte {
+		if len(l) == 0 {
+			return []byte("0")
+		}
+		j, _ := json.Marshal(l)
+		return j
+	}
+	name := rec.Name
+	if name == rec.Server+"__"+rec.Tool {
+		name = ""
+	}
+	args := []byte(rec.Args)
+	if len(args) == 0 {
+		args = []byte("0")
+	}
+	items := [][]byte{str(rec.Server), str(rec.Tool), str(rec.Decision), args, str(name),
+		list(rec.Labels), list(rec.Rules), list(rec.ResultTags)}
+	for len(items) > 0 {
+		if last := string(items[len(items)-1]); last != "0" && last != `""` {
+			break
+		}
+		items = items[:len(items)-1]
+	}
+	out := ""
+	for _, it := range items {
+		out += "," + string(it)
+	}
+	return out + "]"
+}
+
+func TestEncodeEntryMatchesJSON(t *testing.T) {
+	tests := []CallRecord{
+		{},
+		{Server: "files"},
+		{Server: "files", Tool: "read_file", Name: "files__read_file", Decision: "allow"},
+		{Server: "files", Tool: "read_file", Name: "files__read_file", Args: json.RawMessage(`""`)},
+		{Server: "files", Tool: "read_file", Name: "files__read_file", Args: json.RawMessage(`0`), Rules: []string{"r"}},
+		{Server: "files", Tool: "read_file", Name: "alias", Args: json.RawMessage(`{"p":"/x"}`)},
+		{Server: `we"ird`, Tool: "t\\x\n", Name: "n<>&", Labels: []string{"a,b", `"q"`, "ü", ""}, Rules: []string{"r]1"}},
+		{Server: "s", Tool: "t", Name: "s__t", ResultTags: []string{"tag", "\u2028"}},
+		{Server: "s", Tool: "t", Name: "s__t", Labels: []string{"x"}, Rules: []string{}},
+		{Decision: "deny", Args: json.RawMessage(`[1]`), Name: "__"},
+		{Name: "\xff", Decision: "\x7f"},
+	}
+	for _, rec := range tests {
+		if got, want := encodeEntry(rec), encodeEntryJSON(rec); got != want {
+			t.Errorf("encodeEntry(%+v) = %s; want %s", rec, got, want)
+		}
+	}
+}

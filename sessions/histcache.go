@@ -237,8 +237,9 @@ func (c *histCache) committed(id string, version int64, rec CallRecord, after *S
 }
 
 // recsCap is the capacity to give cached records that will hold n of a history limited to
-// limit: room for the next commits too, so that most append in place.
-func recsCap(limit, n int) int { return max(n, limit+max(16, limit/4)) }
+// limit: room for the next commits too, so that most append in place. Once full, a history
+// is copied again after limit/2 commits: two records' worth of copying per commit.
+func recsCap(limit, n int) int { return max(n, limit+max(16, limit/2)) }
 
 // annotated moves the view of session id on by an annotation made on version, which left the
 // session at newVersion in state: tags join the result tags of call seq, and detect, when not

@@ -1,7 +1,5 @@
 package sessions
 
-import "github.com/redis/go-redis/v9"
-
 // The Redis store's scripts. Each touches only the keys of one session (KEYS[1] the meta hash,
 // KEYS[2] the history tail, KEYS[3] the sealed history blocks, all tagged {id}), so each is
 // atomic and runs on Redis Cluster.
@@ -29,15 +27,17 @@ local function publish(kind, reason)
 end
 
 -- meta answers the session's fields without the result tags (t:<seq>), which only a read of
--- the history needs: '=' then the values of the fields of metaFields (redis.go) in that order,
--- nil for a missing one, up to v, or up to ds when ds, or up to th when th.
+-- the history needs: '#' then the values of the fields of metaFields (redis.go) in that order,
+-- false for a missing one, up to v, or up to ds when ds, or up to th when th, as one MessagePack
+-- array. One string instead of a value per field spares the client most of the work of
+-- decoding the answer, and cmsgpack packs it in C, faster than Redis answers the values apart.
 local function meta(th, ds)
   if th then
-    return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds', 'th'))}
+    return {'#', cmsgpack.pack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds', 'th'))}
   elseif ds then
-    return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds'))}
+    return {'#', cmsgpack.pack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v', 'ds'))}
   end
-  return {'=', unpack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v'))}
+  return {'#', cmsgpack.pack(redis.call('HMGET', m, 'a', 'p', 'l', 'sc', 'rm', 'st', 'why', 'c', 'e', 'la', 'i', 'b', 'n', 'd', 'r', 'hl', 'v'))}
 end
 
 -- refresh turns an active or frozen session whose expiry or idle timeout passed into an
@@ -88,7 +88,7 @@ refresh(pre)
 // delta}: with delta 0, tail and blocks are the whole history; with delta 1, the entries after
 // ARGV[5] are the last ones of the blocks followed by the tail (none when nothing was added).
 // Without the history, meta has no result tags.
-var readScript = redis.NewScript(luaPrelude + `
+var readScript = newScript(luaPrelude + `
 local hist, blocks, delta = {}, {}, 0
 if ARGV[4] == '1' then
   local known = tonumber(ARGV[5])
@@ -127,7 +127,7 @@ return {'ok', before, redis.call('HGET', m, 'st'), meta(true, true)}
 // applies the commit to the history it holds) and, after a commit, without the detector state
 // when [17] set it; after a commit also {..., seal, {}, tail length, 0, first}: once the tail
 // holds a block's worth of entries, seal holds them, first being the seq of the first.
-var commitScript = redis.NewScript(luaPrelude + `
+var commitScript = newScript(luaPrelude + `
 local f = redis.call('HMGET', m, 'st', 'v', 'c', 'b', 'n', 'd', 'hl', 'e', 'hb')
 local st = f[1]
 if st ~= 'active' then return {'state', before, st, meta(false, false)} end
@@ -199,7 +199,7 @@ return {'ok', before, st, meta(false, ARGV[16] ~= '1'), seal, {}, tl, 0, first}
 
 // mutateScript: ARGV[4] = touch|narrow|freeze|resume|revoke, ARGV[5] = reason, or the
 // removals (JSON) for narrow. Answers {ok|state, before, after, meta}.
-var mutateScript = redis.NewScript(luaPrelude + `
+var mutateScript = newScript(luaPrelude + `
 local op, arg = ARGV[4], ARGV[5]
 local st = redis.call('HGET', m, 'st')
 local function answer(code) return {code, before, redis.call('HGET', m, 'st'), meta(false, true)} end
@@ -242,7 +242,7 @@ return answer('ok')
 // claimScript takes a session id for a chosen token. KEYS: meta, history, blocks; ARGV: now
 // (ms). It returns 0 when a session that has not expired holds the id (a placeholder being
 // written counts), else clears the keys, leaves a placeholder and returns 1.
-var claimScript = redis.NewScript(`
+var claimScript = newScript(`
 local st = redis.call('HGET', KEYS[1], 'st')
 if st then
   local e = tonumber(redis.call('HGET', KEYS[1], 'e'))
@@ -260,7 +260,7 @@ return 1
 // state with [7], [8] the version the session must be at, or "0" for any. Tags live in the meta hash as t:<seq>; the tags of the call that just left
 // the history are dropped (older strays go with the key). Answers {ok|conflict, before, after,
 // version}: the caller needs no more, and the meta hash holds up to one tag field per call.
-var annotateScript = redis.NewScript(luaPrelude + `
+var annotateScript = newScript(luaPrelude + `
 if ARGV[8] ~= '0' and redis.call('HGET', m, 'v') ~= ARGV[8] then
   return {'conflict', before, redis.call('HGET', m, 'st'), redis.call('HGET', m, 'v')}
 end

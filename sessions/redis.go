@@ -32,6 +32,9 @@ type Redis struct {
 	hist    *histCache
 	seals   sealJobs
 	wait    WaitOptions
+	commits batcher
+	// channelArg is channel as a script argument, boxed once.
+	channelArg any
 }
 
 var _ Store = (*Redis)(nil)
@@ -73,7 +76,8 @@ func NewRedis(c redis.UniversalClient, opts RedisOptions) *Redis {
 		opts.HistoryCache = 1 << 15
 	}
 	return &Redis{c: c, opts: opts.Options.withDefaults(), prefix: opts.Prefix, channel: opts.Channel,
-		block: opts.HistoryBlock, blocks: newBlockCache(4096), hist: newHistCache(opts.HistoryCache), wait: opts.Wait}
+		block: opts.HistoryBlock, blocks: newBlockCache(4096), hist: newHistCache(opts.HistoryCache), wait: opts.Wait,
+		channelArg: opts.Channel}
 }
 
 func (r *Redis) metaKey(id string) string    { return r.prefix + ":{" + id + "}:m" }
@@ -349,7 +353,8 @@ func (r *Redis) Recent(id string) (*Session, bool) {
 // Commit implements Store. Its answer carries the session's fields only; the call joins the
 // view this replica holds (see Recent). Once the history tail holds HistoryBlock entries, the
 // answer carries them too: they are compressed here, and the session's next commit from this
-// replica seals them in the same script (see sealJobs), so sealing costs no request.
+// replica seals them in the same script (see sealJobs), so sealing costs no request. Commits
+// of different sessions made at the same moment share one pipeline (see batcher).
 func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRecord, eff Effects) (*Session, error) {
 	if err := validID(id); err != nil {
 		return nil, fmt.Errorf("commit call: %w", err)
@@ -362,41 +367,49 @@ func (r *Redis) Commit(ctx context.Context, id string, version int64, rec CallRe
 	if err != nil {
 		return nil, fmt.Errorf("commit call: %w", err)
 	}
-	args := []any{version, "", flag(eff.Denied), "", "", "", "", "", eff.Reason, r.opts.Grace.Milliseconds()}
+	// The arguments of commitScript, ARGV[4] on.
+	risk, remove, labels, expire, op := "", "", "", any(""), ""
 	if eff.Risk != nil {
-		args[3] = strconv.FormatFloat(*eff.Risk, 'g', -1, 64)
+		risk = strconv.FormatFloat(*eff.Risk, 'g', -1, 64)
 	}
 	if len(eff.Remove) > 0 {
-		args[4] = jsonList(eff.Remove)
+		remove = jsonList(eff.Remove)
 	}
 	if len(eff.AddLabels) > 0 {
-		args[5] = jsonList(eff.AddLabels)
+		labels = jsonList(eff.AddLabels)
 	}
 	if !eff.ExpireAt.IsZero() {
-		args[6] = eff.ExpireAt.UnixMilli()
+		expire = eff.ExpireAt.UnixMilli()
 	}
 	switch {
 	case eff.Revoke:
-		args[7] = "revoke"
+		op = "revoke"
 	case eff.Freeze:
-		args[7] = "freeze"
+		op = "freeze"
 	}
-	args[1] = encodeEntry(rec)
 	block := r.block
 	if block == 0 {
 		block = 1 << 30 // never seal
 	}
 	// A version names one state of the session only together with its creation time: a
 	// session made again for the same chosen token counts its versions from 1 again.
-	created := ""
+	var created any = ""
 	if c, ok := r.hist.viewCreated(id, version); ok {
-		created = strconv.FormatInt(c, 10)
+		created = c
 	}
-	args = append(args, rec.Time.UnixMilli(), block, flag(eff.Detect != nil), string(eff.Detect), created, "", "")
+	var sealFirst any = ""
+	sealBlock := ""
 	if job, ok := r.seals.get(id); ok {
-		args[len(args)-2], args[len(args)-1] = job.first, job.block
+		sealFirst, sealBlock = job.first, job.block
 	}
-	res, err := r.runAt(ctx, commitScript, id, now, args...)
+	args := append(r.scriptArgs(commitScript, id, now, 17), version, encodeEntry(rec), flag(eff.Denied),
+		risk, remove, labels, expire, op, eff.Reason, r.opts.Grace.Milliseconds(),
+		rec.Time.UnixMilli(), block, flag(eff.Detect != nil), eff.Detect, created, sealFirst, sealBlock)
+	v, err := r.eval(ctx, commitScript, scriptCmd(ctx, args))
+	if err != nil {
+		return nil, fail("commit call", err)
+	}
+	res, err := decodeResult(id, v)
 	if err != nil {
 		return nil, fail("commit call", err)
 	}
@@ -888,30 +901,40 @@ type scriptResult struct {
 	sealFirst     int64              // after a commit: the seq of history[0]
 }
 
-func (r *Redis) run(ctx context.Context, sc *redis.Script, id string, args ...any) (scriptResult, error) {
+func (r *Redis) run(ctx context.Context, sc *script, id string, args ...any) (scriptResult, error) {
 	return r.runAt(ctx, sc, id, r.now(), args...)
 }
 
-func (r *Redis) runAt(ctx context.Context, sc *redis.Script, id string, now int64, args ...any) (scriptResult, error) {
-	argv := append([]any{r.channel, now, id}, args...)
-	v, err := sc.Run(ctx, r.c, []string{r.metaKey(id), r.histKey(id), r.blockKey(id)}, argv...).Slice()
+func (r *Redis) runAt(ctx context.Context, sc *script, id string, now int64, args ...any) (scriptResult, error) {
+	cmd := scriptCmd(ctx, append(r.scriptArgs(sc, id, now, len(args)), args...))
+	r.send(ctx, sc, []*redis.Cmd{cmd})
+	v, err := cmd.Slice()
 	if err != nil {
 		return scriptResult{}, err
 	}
-	res := scriptResult{code: fmt.Sprint(v[0])}
+	return decodeResult(id, v)
+}
+
+// decodeResult decodes the answer v of a script run on session id.
+func decodeResult(id string, v []any) (scriptResult, error) {
+	if len(v) == 0 {
+		return scriptResult{}, errors.New("session script answered nothing")
+	}
+	var err error
+	res := scriptResult{code: str(v[0])}
 	if res.code == "nf" {
 		return res, nil
 	}
 	if len(v) < 4 {
 		return res, fmt.Errorf("session script answered %d values; want 4 or more", len(v))
 	}
-	res.before, res.after = State(fmt.Sprint(v[1])), State(fmt.Sprint(v[2]))
+	res.before, res.after = State(str(v[1])), State(str(v[2]))
 	flat, _ := v[3].([]any)
 	res.s, res.tokenHash, err = parseMeta(id, flat)
 	if err != nil {
 		return res, err
 	}
-	if !positional(flat) {
+	if !packed(flat) {
 		res.tags = parseTags(flat)
 	}
 	if len(v) > 5 {
@@ -948,9 +971,15 @@ func (r *Redis) moveState(ctx context.Context, res scriptResult) {
 	if res.before == res.after || res.before == "" {
 		return
 	}
+	r.moveIndex(ctx, id, res.before, res.after)
+}
+
+// moveIndex moves session id from the index of state from to that of to. It is apart from
+// moveState so that only a move pays for the pipeline's closure.
+func (r *Redis) moveIndex(ctx context.Context, id string, from, to State) {
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, r.stateKey(res.before), id)
-		p.ZAdd(ctx, r.stateKey(res.after), redis.Z{Member: id})
+		p.ZRem(ctx, r.stateKey(from), id)
+		p.ZAdd(ctx, r.stateKey(to), redis.Z{Member: id})
 		return nil
 	})
 	if err != nil {
@@ -959,76 +988,225 @@ func (r *Redis) moveState(ctx context.Context, res scriptResult) {
 }
 
 // metaFields are the meta hash fields the scripts' meta function answers, in its order.
-var metaFields = []string{"a", "p", "l", "sc", "rm", "st", "why", "c", "e", "la", "i", "b", "n", "d", "r", "hl", "v", "ds", "th"}
+var metaFields = [...]string{"a", "p", "l", "sc", "rm", "st", "why", "c", "e", "la", "i", "b", "n", "d", "r", "hl", "v", "ds", "th"}
 
-// positional reports whether a script answered the meta hash as its meta function does
-// (metaFields' values after "="), rather than as HGETALL does (field, value, ...).
-func positional(flat []any) bool { return len(flat) > 0 && flat[0] == "=" }
+// metaIndex is the position of each field of metaFields.
+var metaIndex = func() map[string]int {
+	m := make(map[string]int, len(metaFields))
+	for i, f := range metaFields {
+		m[f] = i
+	}
+	return m
+}()
+
+// Positions in metaFields of the fields parseMeta reads by name.
+const (
+	fAgent = iota
+	fProfile
+	fLabels
+	fScope
+	fRemoved
+	fState
+	fReason
+	fCreated
+	fExpires
+	fActivity
+	fIdle
+	fBudget
+	fCalls
+	fDenied
+	fRisk
+	fHistLimit
+	fVersion
+	fDetect
+	fTokenHash
+)
+
+// metaValues holds the meta fields of one answer by position in metaFields.
+type metaValues struct {
+	v    [len(metaFields)]string
+	have [len(metaFields)]bool
+}
+
+// packed reports whether a script answered the meta hash as its meta function does ("#" then
+// the values packed), rather than as HGETALL does (field, value, ...).
+func packed(flat []any) bool { return len(flat) == 2 && flat[0] == "#" }
+
+// unpack reads the values the meta function packed: a MessagePack array of strings, with nil
+// or false for a missing field (see luaPrelude). The values share p's bytes.
+func (f *metaValues) unpack(p string) error {
+	bad := errors.New("meta answer is not a MessagePack array of strings")
+	if p == "" {
+		return bad
+	}
+	// bigEndian reads the big-endian unsigned integer of n bytes after p's first.
+	bigEndian := func(n int) (int, bool) {
+		if len(p) < 1+n {
+			return 0, false
+		}
+		v := 0
+		for _, c := range []byte(p[1 : 1+n]) {
+			v = v<<8 | int(c)
+		}
+		p = p[1+n:]
+		return v, true
+	}
+	var n int
+	var ok bool
+	switch c := p[0]; {
+	case c&0xf0 == 0x90: // fixarray
+		n, ok = int(c&0x0f), true
+		p = p[1:]
+	case c == 0xdc:
+		n, ok = bigEndian(2)
+	case c == 0xdd:
+		n, ok = bigEndian(4)
+	}
+	if !ok {
+		return bad
+	}
+	if n > len(metaFields) {
+		return errors.New("meta answer holds more fields than known")
+	}
+	for i := range n {
+		if p == "" {
+			return bad
+		}
+		var l int
+		switch c := p[0]; {
+		case c == 0xc0 || c == 0xc2: // nil, false: no such field
+			p = p[1:]
+			continue
+		case c&0xe0 == 0xa0: // fixstr
+			l, ok = int(c&0x1f), true
+			p = p[1:]
+		case c == 0xd9 || c == 0xc4: // str8, bin8
+			l, ok = bigEndian(1)
+		case c == 0xda || c == 0xc5:
+			l, ok = bigEndian(2)
+		case c == 0xdb || c == 0xc6:
+			l, ok = bigEndian(4)
+		default:
+			ok = false
+		}
+		if !ok || l > len(p) {
+			return fmt.Errorf("meta answer malformed at field %s", metaFields[i])
+		}
+		f.v[i], f.have[i] = p[:l], true
+		p = p[l:]
+	}
+	if p != "" {
+		return bad
+	}
+	return nil
+}
 
 // parseMeta builds a session from the meta hash, as answered by HGETALL or by meta.
 func parseMeta(id string, flat []any) (*Session, string, error) {
-	f := make(map[string]string, len(metaFields))
-	if positional(flat) {
-		for i, v := range flat[1:] {
-			if i < len(metaFields) && v != nil {
-				f[metaFields[i]] = str(v)
-			}
+	var f metaValues
+	if packed(flat) {
+		if err := f.unpack(str(flat[1])); err != nil {
+			return nil, "", fmt.Errorf("session %s: %w", id, err)
 		}
 	} else {
 		for i := 0; i+1 < len(flat); i += 2 {
-			k := str(flat[i])
-			if strings.HasPrefix(k, "t:") {
-				continue // result tags: parseTags
+			// Result tags (t:<seq>) are not in metaFields: parseTags.
+			if j, ok := metaIndex[str(flat[i])]; ok {
+				f.v[j], f.have[j] = str(flat[i+1]), true
 			}
-			f[k] = str(flat[i+1])
 		}
 	}
 	var firstErr error
-	num := func(k string) int64 {
-		n, err := strconv.ParseInt(f[k], 10, 64)
+	num := func(k int) int64 {
+		n, err := strconv.ParseInt(f.v[k], 10, 64)
 		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("session %s: field %s = %q: %w", id, k, f[k], err)
+			firstErr = fmt.Errorf("session %s: field %s = %q: %w", id, metaFields[k], f.v[k], err)
 		}
 		return n
 	}
-	list := func(k string) []string {
-		if f[k] == "" || f[k] == "[]" || f[k] == "{}" { // cjson writes an empty array as {}
-			return nil
-		}
-		var l []string
-		if err := json.Unmarshal([]byte(f[k]), &l); err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("session %s: field %s: %w", id, k, err)
+	list := func(k int) []string {
+		l, err := parseNames(f.v[k])
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("session %s: field %s: %w", id, metaFields[k], err)
 		}
 		return l
 	}
 	s := &Session{
 		ID:           id,
-		Agent:        f["a"],
-		Profile:      f["p"],
-		Labels:       list("l"),
-		Scope:        list("sc"),
-		Removed:      list("rm"),
-		State:        State(f["st"]),
-		Reason:       f["why"],
-		Created:      time.UnixMilli(num("c")),
-		Expires:      time.UnixMilli(num("e")),
-		IdleTimeout:  time.Duration(num("i")) * time.Millisecond,
-		LastActivity: time.UnixMilli(num("la")),
-		Budget:       num("b"),
-		Calls:        num("n"),
-		Denied:       num("d"),
-		HistoryLimit: int(num("hl")),
-		Version:      num("v"),
+		Agent:        f.v[fAgent],
+		Profile:      f.v[fProfile],
+		Labels:       list(fLabels),
+		Scope:        list(fScope),
+		Removed:      list(fRemoved),
+		State:        State(f.v[fState]),
+		Reason:       f.v[fReason],
+		Created:      time.UnixMilli(num(fCreated)),
+		Expires:      time.UnixMilli(num(fExpires)),
+		IdleTimeout:  time.Duration(num(fIdle)) * time.Millisecond,
+		LastActivity: time.UnixMilli(num(fActivity)),
+		Budget:       num(fBudget),
+		Calls:        num(fCalls),
+		Denied:       num(fDenied),
+		HistoryLimit: int(num(fHistLimit)),
+		Version:      num(fVersion),
 	}
-	risk, err := strconv.ParseFloat(f["r"], 64)
+	risk, err := strconv.ParseFloat(f.v[fRisk], 64)
 	if err != nil && firstErr == nil {
-		firstErr = fmt.Errorf("session %s: field r = %q: %w", id, f["r"], err)
+		firstErr = fmt.Errorf("session %s: field r = %q: %w", id, f.v[fRisk], err)
 	}
 	s.Risk = risk
-	if ds, ok := f["ds"]; ok {
-		s.Detect = []byte(ds)
+	if f.have[fDetect] {
+		s.Detect = []byte(f.v[fDetect])
 	}
-	return s, f["th"], firstErr
+	return s, f.v[fTokenHash], firstErr
+}
+
+// parseNames decodes a JSON array of names as the meta hash holds it ("", "[]", "null" and
+// "{}", as cjson writes an empty array, are empty). Arrays of plain strings, the usual case,
+// are read here without encoding/json.
+func parseNames(j string) ([]string, error) {
+	if j == "" || j == "[]" || j == "{}" || j == "null" {
+		return nil, nil
+	}
+	if len(j) >= 2 && j[0] == '[' && j[len(j)-1] == ']' && plainJSON(j) {
+		n := strings.Count(j, `","`) + 1
+		l := make([]string, 0, n)
+		rest := j[1 : len(j)-1]
+		for {
+			if len(rest) < 2 || rest[0] != '"' {
+				break
+			}
+			end := strings.IndexByte(rest[1:], '"') + 1
+			if end == 0 {
+				break
+			}
+			l = append(l, rest[1:end])
+			rest = rest[end+1:]
+			if rest == "" {
+				return l, nil
+			}
+			if rest[0] != ',' {
+				break
+			}
+			rest = rest[1:]
+		}
+	}
+	var l []string
+	if err := json.Unmarshal([]byte(j), &l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// plainJSON reports whether j holds only printable ASCII without backslashes or spaces: its
+// strings need no unescaping, and it has no whitespace between tokens.
+func plainJSON(j string) bool {
+	for i := 0; i < len(j); i++ {
+		if c := j[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // str is a Redis reply value as a string; go-redis answers bulk strings as string.
@@ -1069,39 +1247,87 @@ func parseTags(flat []any) map[int64][]string {
 // (only the script knows the creation time without another round trip). The seq is not
 // stored: entries are appended one per commit, so it follows from the position.
 func encodeEntry(rec CallRecord) string {
-	var b bytes.Buffer
-	items := make([][]byte, 0, 8)
-	str := func(s string) []byte { j, _ := json.Marshal(s); return j }
-	list := func(l []string) []byte {
-		if len(l) == 0 {
-			return []byte("0")
-		}
-		j, _ := json.Marshal(l)
-		return j
-	}
 	name := rec.Name
 	if name == rec.Server+"__"+rec.Tool {
 		name = ""
 	}
-	args := []byte(rec.Args)
-	if len(args) == 0 {
-		args = []byte("0")
+	// Trailing items that hold their empty value are left out: the array may end right after
+	// the time.
+	n := 8
+	switch {
+	case len(rec.ResultTags) > 0:
+	case len(rec.Rules) > 0:
+		n = 7
+	case len(rec.Labels) > 0:
+		n = 6
+	case name != "":
+		n = 5
+	case len(rec.Args) > 0 && string(rec.Args) != "0" && string(rec.Args) != `""`:
+		n = 4
+	case rec.Decision != "":
+		n = 3
+	case rec.Tool != "":
+		n = 2
+	case rec.Server != "":
+		n = 1
+	default:
+		n = 0
 	}
-	items = append(items, str(rec.Server), str(rec.Tool), str(rec.Decision), args, str(name),
-		list(rec.Labels), list(rec.Rules), list(rec.ResultTags))
-	// Drop trailing items that hold their empty value.
-	for len(items) > 0 {
-		last := string(items[len(items)-1])
-		if last != "0" && last != `""` {
-			break
+	b := make([]byte, 0, 64+len(rec.Server)+len(rec.Tool)+len(rec.Decision)+len(rec.Args)+len(name))
+	for i := range n {
+		b = append(b, ',')
+		switch i {
+		case 0:
+			b = appendJSONString(b, rec.Server)
+		case 1:
+			b = appendJSONString(b, rec.Tool)
+		case 2:
+			b = appendJSONString(b, rec.Decision)
+		case 3:
+			if len(rec.Args) == 0 {
+				b = append(b, '0')
+			} else {
+				b = append(b, rec.Args...)
+			}
+		case 4:
+			b = appendJSONString(b, name)
+		case 5:
+			b = appendJSONList(b, rec.Labels)
+		case 6:
+			b = appendJSONList(b, rec.Rules)
+		case 7:
+			b = appendJSONList(b, rec.ResultTags)
 		}
-		items = items[:len(items)-1]
 	}
-	for _, it := range items {
-		b.WriteByte(',')
-		b.Write(it)
+	b = append(b, ']')
+	return string(b)
+}
+
+// appendJSONString appends s as encoding/json writes it: directly when it needs no escape,
+// else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s)
+			return append(b, j...)
+		}
 	}
-	// A trailing empty item needs no placeholder; the array may end right after the time.
-	b.WriteByte(']')
-	return b.String()
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendJSONList appends l as a JSON array of strings, or 0 when it is empty.
+func appendJSONList(b []byte, l []string) []byte {
+	if len(l) == 0 {
+		return append(b, '0')
+	}
+	b = append(b, '[')
+	for i, s := range l {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
 }
