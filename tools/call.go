@@ -119,7 +119,16 @@ func (m *Manager) Call(ctx context.Context, name string, args json.RawMessage, o
 
 	callCtx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
-	raw, err := m.rpc(callCtx, c, string(mcp.MethodToolsCall), params)
+	var raw json.RawMessage
+	var err error
+	if h := c.http; h != nil && h.current() {
+		// The call ends with its connection, as calls through mcp-go's
+		// transport do.
+		defer context.AfterFunc(c.ctx, cancel)()
+		raw, err = m.callHTTP(callCtx, c, h, t.Upstream, args, params.Meta)
+	} else {
+		raw, err = m.rpc(callCtx, c, string(mcp.MethodToolsCall), params)
+	}
 	if err != nil {
 		var rerr *rpcError
 		switch {
@@ -136,7 +145,7 @@ func (m *Manager) Call(ctx context.Context, name string, args json.RawMessage, o
 		m.suspect(c, err)
 		return fail(KindUnavailable, fmt.Errorf("unavailable: %w", err))
 	}
-	res, err := mcp.ParseCallToolResult(&raw)
+	res, err := parseCallToolResult(raw)
 	if err != nil {
 		return fail(KindProtocol, fmt.Errorf("protocol error: %w", err))
 	}
@@ -145,6 +154,74 @@ func (m *Manager) Call(ctx context.Context, name string, args json.RawMessage, o
 	}
 	clearServerMeta(&res.Result)
 	return res, nil
+}
+
+// parseCallToolResult is mcp.ParseCallToolResult in one pass over the
+// JSON, and one more per content item, instead of three and two: an
+// answer is parsed on every call. The server's _meta, which Call clears
+// (clearServerMeta), is checked to be an object but not decoded.
+// TestParseCallToolResult holds it to mcp-go's function.
+func parseCallToolResult(raw json.RawMessage) (*mcp.CallToolResult, error) {
+	if raw == nil {
+		return nil, errors.New("response is nil")
+	}
+	// The fields of mcp.CallToolResult.UnmarshalJSON.
+	var r struct {
+		Meta              rawAlias          `json:"_meta"`
+		ResultType        mcp.ResultType    `json:"resultType"`
+		Content           []rawAlias        `json:"content"`
+		StructuredContent json.RawMessage   `json:"structuredContent"`
+		IsError           bool              `json:"isError"`
+		InputRequests     mcp.InputRequests `json:"inputRequests"`
+		RequestState      string            `json:"requestState"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("failed to unmarshal response: %w", err)
+	}
+	// A result asking for more input (SEP-2322) carries only the input
+	// requests and the request state, so it legitimately has no content.
+	// A content of null passes, as in mcp-go, and means none.
+	if r.Content == nil && r.ResultType != mcp.ResultTypeInputRequired {
+		var probe struct {
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(raw, &probe) != nil || probe.Content == nil {
+			return nil, errors.New("content is missing")
+		}
+	}
+	if len(r.Meta) > 0 && r.Meta[0] != '{' && string(r.Meta) != "null" {
+		return nil, errors.New("failed to unmarshal response: _meta is not an object")
+	}
+	res := &mcp.CallToolResult{IsError: r.IsError}
+	res.InputRequests, res.RequestState = r.InputRequests, r.RequestState
+	res.ResultType = r.ResultType
+	if len(r.Content) > 0 {
+		res.Content = make([]mcp.Content, len(r.Content))
+		for i, item := range r.Content {
+			c, err := unmarshalContent(item)
+			if err != nil {
+				return nil, fmt.Errorf("failed to unmarshal response: %w", err)
+			}
+			res.Content[i] = c
+		}
+	}
+	if len(r.StructuredContent) > 0 {
+		res.RawStructuredContent = r.StructuredContent
+		if err := json.Unmarshal(r.StructuredContent, &res.StructuredContent); err != nil {
+			return nil, fmt.Errorf("failed to unmarshal response: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// unmarshalContent is mcp.UnmarshalContent, which decodes every item
+// twice (its type, then the item), with text, the usual kind, decoded once.
+func unmarshalContent(b []byte) (mcp.Content, error) {
+	var tc mcp.TextContent
+	if json.Unmarshal(b, &tc) == nil && tc.Type == mcp.ContentTypeText {
+		return tc, nil
+	}
+	return mcp.UnmarshalContent(b)
 }
 
 // routeProgress hands an upstream progress notification to the call it

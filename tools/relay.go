@@ -69,8 +69,8 @@ type relaySet struct {
 
 type relayEntry struct{ r Relay }
 
-// add registers r while a request is in flight; the returned func removes it.
-func (s *relaySet) add(r Relay) func() {
+// add registers r while a request is in flight; remove takes it out.
+func (s *relaySet) add(r Relay) *relayEntry {
 	e := &relayEntry{r: r}
 	s.mu.Lock()
 	if s.m == nil {
@@ -78,11 +78,13 @@ func (s *relaySet) add(r Relay) func() {
 	}
 	s.m[e] = struct{}{}
 	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.m, e)
-		s.mu.Unlock()
-	}
+	return e
+}
+
+func (s *relaySet) remove(e *relayEntry) {
+	s.mu.Lock()
+	delete(s.m, e)
+	s.mu.Unlock()
 }
 
 // sole returns the relay of the only agent request in flight, or nil when

@@ -30,15 +30,15 @@ func TestRelaySetSole(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var s relaySet
-			var done []func()
+			var done []*relayEntry
 			for _, r := range tt.inFlight {
 				done = append(done, s.add(r))
 			}
 			if got := s.sole(); got != tt.want {
 				t.Errorf("sole() with %v in flight = %v; want %v", tt.inFlight, got, tt.want)
 			}
-			for _, d := range done {
-				d()
+			for _, e := range done {
+				s.remove(e)
 			}
 			if got := s.sole(); got != nil {
 				t.Errorf("sole() after every request ended = %v; want nil", got)

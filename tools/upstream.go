@@ -76,10 +76,25 @@ type conn struct {
 	check    chan struct{} // a call failed at the transport: ping now
 	relist   chan struct{} // the upstream said a list changed
 	relays   relaySet      // agents whose requests are in flight on this connection
+
+	// ctx ends when the connection is closed.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// http sends tools/call requests of a Streamable HTTP upstream
+	// (httpcall.go); nil for other transports.
+	http *httpSession
 }
 
-func newConn() *conn {
-	return &conn{lost: make(chan struct{}), check: make(chan struct{}, 1), relist: make(chan struct{}, 1)}
+func newConn(parent context.Context) *conn {
+	c := &conn{lost: make(chan struct{}), check: make(chan struct{}, 1), relist: make(chan struct{}, 1)}
+	c.ctx, c.cancel = context.WithCancel(parent)
+	return c
+}
+
+// close ends the connection and the requests in flight on it.
+func (c *conn) close() {
+	c.cancel()
+	_ = c.client.Close()
 }
 
 func (c *conn) markLost(err error) {
@@ -115,7 +130,7 @@ func (m *Manager) run(u *upstream, initialDone func()) {
 			reportInitial()
 			attempts, backoff = 0, m.opts.InitialBackoff
 			err = m.watch(u, c)
-			_ = c.client.Close()
+			c.close()
 			if u.http != nil {
 				// Connections to an upstream that was lost may be dead too.
 				u.http.CloseIdleConnections()
@@ -213,7 +228,7 @@ func (m *Manager) connect(u *upstream) (*conn, *listing, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := newConn()
+	c := newConn(m.ctx)
 	c.transport = tr
 	// The handshake is pinned to the last protocol revision with one: it keeps
 	// server-to-client notifications (list_changed, progress) and ping working
@@ -224,13 +239,14 @@ func (m *Manager) connect(u *upstream) (*conn, *listing, error) {
 	// The transport lives as long as the Manager: for stdio the child process
 	// is bound to this context.
 	if err := c.client.Start(m.ctx); err != nil {
-		_ = c.client.Close()
+		c.close()
 		return nil, nil, fmt.Errorf("start %s transport: %w", u.cfg.Transport, err)
 	}
 	// Sampling and elicitation requests go to the agent being served
 	// (relay.go), not to mcp-go's client handlers.
+	serve := m.serveUpstreamRequest(u.cfg.Name, c)
 	if bidi, ok := tr.(transport.BidirectionalInterface); ok {
-		bidi.SetRequestHandler(m.serveUpstreamRequest(u.cfg.Name, c))
+		bidi.SetRequestHandler(serve)
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, u.connectTimeout())
 	defer cancel()
@@ -238,13 +254,24 @@ func (m *Manager) connect(u *upstream) (*conn, *listing, error) {
 	req.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	req.Params.ClientInfo = mcp.Implementation{Name: "toolgate", Version: "0.1.0"}
 	req.Params.Capabilities = upstreamCapabilities()
-	if _, err := c.client.Initialize(ctx, req); err != nil {
-		_ = c.client.Close()
+	hello, err := c.client.Initialize(ctx, req)
+	if err != nil {
+		c.close()
 		return nil, nil, fmt.Errorf("initialize: %w", err)
+	}
+	if st, ok := tr.(*transport.StreamableHTTP); ok {
+		headers, err := m.headers(u.cfg)
+		if err == nil {
+			c.http, err = newHTTPSession(u.http, st, u.cfg.URL, hello.ProtocolVersion, headers, serve)
+		}
+		if err != nil {
+			c.close()
+			return nil, nil, err
+		}
 	}
 	l, err := m.list(ctx, u, c)
 	if err != nil {
-		_ = c.client.Close()
+		c.close()
 		return nil, nil, err
 	}
 	return c, l, nil
@@ -456,7 +483,7 @@ func (m *Manager) rpc(ctx context.Context, c *conn, method string, params any) (
 		return nil, err
 	}
 	if r := relayFrom(ctx); r != nil {
-		defer c.relays.add(r)()
+		defer c.relays.remove(c.relays.add(r))
 	}
 	resp, err := c.transport.SendRequest(ctx, req)
 	if err != nil {

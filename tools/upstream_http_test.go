@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mark3labs/mcp-go/server"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toolgate/toolgate/tools"
 	"github.com/toolgate/toolgate/tools/internal/testupstream"
@@ -102,6 +103,20 @@ func TestHTTPUpstreamReusesConnections(t *testing.T) {
 // HTTP upstream on loopback, from 16 goroutines at once; dials/op counts
 // the TCP connections the upstream accepted.
 func BenchmarkCallHTTP(b *testing.B) {
+	benchmarkCallHTTP(b, context.Background(), map[string]any{"session": "s-1", "call": 7})
+}
+
+// BenchmarkCallHTTPTraced is BenchmarkCallHTTP with what the gateway sends
+// on every call: its _meta keys and a W3C trace context, which goes in a
+// header too.
+func BenchmarkCallHTTPTraced(b *testing.B) {
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled})
+	meta := map[string]any{"io.toolgate/session": "2f0c9a1e-5b7d-4c3e-9f4a-8d1b6e2c7a90", "io.toolgate/call": int64(7),
+		"traceparent": "00-01020300000000000000000000000000-0405060000000000-01"}
+	benchmarkCallHTTP(b, trace.ContextWithSpanContext(context.Background(), sc), meta)
+}
+
+func benchmarkCallHTTP(b *testing.B, ctx context.Context, meta map[string]any) {
 	u := testupstream.New("up")
 	ts := httptest.NewUnstartedServer(server.NewStreamableHTTPServer(u.Server))
 	ln := &countingListener{Listener: ts.Listener}
@@ -119,14 +134,13 @@ func BenchmarkCallHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	args := json.RawMessage(`{"text":"hello"}`)
-	meta := map[string]any{"session": "s-1", "call": 7}
 	b.SetParallelism(8) // 16 goroutines on 2 CPUs
 	b.ReportAllocs()
 	dialled := ln.accepted.Load()
 	defer func() { b.ReportMetric(float64(ln.accepted.Load()-dialled)/float64(b.N), "dials/op") }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := m.Call(context.Background(), "up__echo_raw", args, tools.CallOptions{Meta: meta}); err != nil {
+			if _, err := m.Call(ctx, "up__echo_raw", args, tools.CallOptions{Meta: meta}); err != nil {
 				b.Error(err)
 				return
 			}
