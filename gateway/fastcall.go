@@ -113,7 +113,7 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 	}
 
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(telemetry.JSONRPCRequestID.String(fmt.Sprint(msg.ID)))
+		span.SetAttributes(telemetry.JSONRPCRequestID.String(requestID(msg.ID)))
 	}
 	var req mcp.CallToolRequest
 	req.Method = string(mcp.MethodToolsCall)

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -107,11 +107,21 @@ var noSpan = trace.SpanFromContext(context.Background())
 // child starts a span under the one in ctx, with the same provider; when
 // the parent does not record, nothing is started or allocated.
 func child(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span) {
+	return childWith(ctx, name, kind)
+}
+
+// childWith is child with the span's attributes known at its start: given
+// to Start, they are copied once into the span rather than appended to it.
+func childWith(ctx context.Context, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	parent := trace.SpanFromContext(ctx)
 	if !parent.IsRecording() {
 		return ctx, noSpan
 	}
-	return parent.TracerProvider().Tracer(telemetry.ScopeName).Start(ctx, name, trace.WithSpanKind(kind))
+	tracer := parent.TracerProvider().Tracer(telemetry.ScopeName)
+	if len(attrs) == 0 {
+		return tracer.Start(ctx, name, trace.WithSpanKind(kind))
+	}
+	return tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
 }
 
 // traceHandler starts the span of one MCP request (a POST), under the
@@ -150,11 +160,10 @@ func (g *Gateway) traceHandler(next http.Handler) http.Handler {
 
 // metaCarrier reads the trace context of a posted message's params._meta
 // (MCP semantic conventions: "traceparent", "tracestate"), or returns nil.
-// The body is in memory already (edgeHandler read it).
+// edgeHandler read the body already.
 func metaCarrier(r *http.Request) propagation.MapCarrier {
-	body, err := io.ReadAll(r.Body)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	if err != nil || !bytes.Contains(body, []byte(`"traceparent"`)) {
+	body := bodyFrom(r.Context())
+	if !bytes.Contains(body, []byte(`"traceparent"`)) {
 		return nil
 	}
 	var msg struct {
@@ -188,8 +197,20 @@ func (g *Gateway) registerTelemetryHooks(h *server.Hooks) {
 		if !span.IsRecording() || id == nil {
 			return
 		}
-		span.SetAttributes(telemetry.JSONRPCRequestID.String(fmt.Sprint(id)))
+		span.SetAttributes(telemetry.JSONRPCRequestID.String(requestID(id)))
 	})
+}
+
+// requestID is a JSON-RPC id as fmt.Sprint writes it, without fmt for the
+// two types an id decodes to.
+func requestID(id any) string {
+	switch v := id.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return fmt.Sprint(id)
 }
 
 // startAuth starts the authentication span.
@@ -202,19 +223,19 @@ func (g *Gateway) startAuth(r *http.Request) (*http.Request, trace.Span) {
 }
 
 // endAuth ends the authentication span and labels the request span with
-// the session.
+// the session (the request span only: the authentication span is its
+// child, and a copy there would be exported with every request).
 func endAuth(ctx context.Context, span trace.Span, as *agentSession, herr *httpError) {
 	if !span.IsRecording() {
 		return
 	}
 	if herr != nil {
 		span.SetStatus(codes.Error, herr.msg)
-		span.SetAttributes(telemetry.ErrorType.String(fmt.Sprint(herr.status)))
+		span.SetAttributes(telemetry.ErrorType.String(strconv.Itoa(herr.status)))
 		trace.SpanFromContext(ctx).SetStatus(codes.Error, "authentication failed")
 	} else {
-		attrs := []attribute.KeyValue{telemetry.SessionID.String(as.ID), telemetry.Agent.String(as.Agent), telemetry.Profile.String(as.Profile)}
-		span.SetAttributes(attrs...)
-		trace.SpanFromContext(ctx).SetAttributes(attrs...)
+		trace.SpanFromContext(ctx).SetAttributes(telemetry.SessionID.String(as.ID), telemetry.Agent.String(as.Agent),
+			telemetry.Profile.String(as.Profile))
 	}
 	span.End()
 }
@@ -230,7 +251,10 @@ type callTrace struct {
 	admit   trace.Span
 }
 
-// startCall names the request span after the tool and starts the admit span.
+// startCall names the request span after the tool and starts the admit
+// span. The request span's attributes of the call wait for admitted, which
+// sets them all at once: the span's attribute list then grows once.
+// endAuth put the session on the request span already.
 func (g *Gateway) startCall(ctx context.Context, as *agentSession, req mcp.CallToolRequest) (context.Context, *callTrace) {
 	ct := &callTrace{g: g, as: as, tool: req.Params.Name, args: req.Params.RawArguments, start: time.Now(),
 		request: trace.SpanFromContext(ctx), admit: noSpan}
@@ -238,8 +262,6 @@ func (g *Gateway) startCall(ctx context.Context, as *agentSession, req mcp.CallT
 		return ctx, ct
 	}
 	ct.request.SetName(string(mcp.MethodToolsCall) + " " + req.Params.Name)
-	ct.request.SetAttributes(telemetry.GenAIToolName.String(req.Params.Name), telemetry.GenAIOperation.String("execute_tool"),
-		telemetry.SessionID.String(as.ID), telemetry.Agent.String(as.Agent), telemetry.Profile.String(as.Profile))
 	ctx, ct.admit = child(ctx, telemetry.SpanAdmit, trace.SpanKindInternal)
 	return ctx, ct
 }
@@ -253,23 +275,29 @@ func (ct *callTrace) admitted(ctx context.Context, out Outcome, err error) {
 			ct.admit.RecordError(err)
 			ct.admit.SetStatus(codes.Error, err.Error())
 			ct.admit.End()
+			ct.request.SetAttributes(ct.callAttrs(0)...)
 			ct.request.SetStatus(codes.Error, "the call could not be decided")
 		}
 		return
 	}
 	action := string(out.Decision.Action)
+	var rules, flags []string
+	if ct.admit.IsRecording() || g.tel.audit != nil {
+		rules, flags = ruleIDs(out.Decision), flagKinds(out.Flags)
+	}
 	if ct.admit.IsRecording() {
-		attrs := decisionAttrs(out)
-		ct.admit.SetAttributes(attrs...)
+		// The decision goes on the request span only: the admit span is its
+		// child, and the policy span below it has the decision and rules.
 		ct.admit.End()
-		ct.request.SetAttributes(attrs...)
+		attrs := ct.decisionAttrs(out, rules, flags)
 		if g.tel.args {
-			ct.request.SetAttributes(telemetry.GenAIToolArgs.String(redactArgs(out.Tool, ct.args)))
+			attrs = append(attrs, telemetry.GenAIToolArgs.String(redactArgs(out.Tool, ct.args)))
 		}
 		if !out.Forward {
+			attrs = append(attrs, telemetry.ErrorType.String("toolgate."+action))
 			ct.request.SetStatus(codes.Error, "refused: "+action)
-			ct.request.SetAttributes(telemetry.ErrorType.String("toolgate." + action))
 		}
+		ct.request.SetAttributes(attrs...)
 	}
 	if g.tel.inst != nil {
 		g.tel.inst.Call(ctx, action, ct.tool, time.Since(ct.start).Seconds())
@@ -281,7 +309,7 @@ func (ct *callTrace) admitted(ctx context.Context, out Outcome, err error) {
 		return
 	}
 	e := audit.Event{Kind: audit.KindDecision, Session: ct.as.ID, Agent: ct.as.Agent, Profile: ct.as.Profile,
-		Tool: ct.tool, Seq: out.Seq, Decision: action, Rules: ruleIDs(out.Decision), Flags: flagKinds(out.Flags),
+		Tool: ct.tool, Seq: out.Seq, Decision: action, Rules: rules, Flags: flags,
 		Forwarded: out.Forward, TraceID: traceID(ct.request)}
 	if out.Session != nil {
 		e.Risk = out.Session.Risk
@@ -310,21 +338,38 @@ func (ct *callTrace) admitted(ctx context.Context, out Outcome, err error) {
 // startUpstream starts the upstream span and puts its trace context in
 // the forwarded call's _meta (MCP semantic conventions).
 func (ct *callTrace) startUpstream(ctx context.Context, out Outcome, opts *tools.CallOptions) (context.Context, trace.Span) {
-	ctx, span := child(ctx, telemetry.SpanUpstream, trace.SpanKindClient)
+	if !ct.request.IsRecording() {
+		return ctx, noSpan
+	}
+	// The call's number is on the request span, the upstream span's parent.
+	ctx, span := childWith(ctx, telemetry.SpanUpstream, trace.SpanKindClient, telemetry.Server.String(out.Tool.Server),
+		telemetry.GenAIToolName.String(out.Tool.Upstream), telemetry.MCPMethod.String(string(mcp.MethodToolsCall)))
 	if !span.IsRecording() {
 		return ctx, span
 	}
-	span.SetAttributes(telemetry.Server.String(out.Tool.Server), telemetry.GenAIToolName.String(out.Tool.Upstream),
-		telemetry.MCPMethod.String(string(mcp.MethodToolsCall)), telemetry.CallSeq.Int64(out.Seq))
 	if opts.Meta == nil {
 		opts.Meta = map[string]any{}
 	}
-	carrier := propagation.MapCarrier{}
-	ct.g.tel.prop.Inject(ctx, carrier)
-	for k, v := range carrier {
-		opts.Meta[k] = v
-	}
+	ct.g.tel.prop.Inject(ctx, anyMapCarrier(opts.Meta))
 	return ctx, span
+}
+
+// anyMapCarrier lets a propagator write to a _meta map directly.
+type anyMapCarrier map[string]any
+
+func (c anyMapCarrier) Get(key string) string {
+	v, _ := c[key].(string)
+	return v
+}
+
+func (c anyMapCarrier) Set(key, value string) { c[key] = value }
+
+func (c anyMapCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // endUpstream ends the upstream span and records its latency.
@@ -361,12 +406,22 @@ func (ct *callTrace) endUpstream(ctx context.Context, span trace.Span, out Outco
 	span.End()
 }
 
-func decisionAttrs(out Outcome) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{telemetry.Decision.String(string(out.Decision.Action)), telemetry.CallSeq.Int64(out.Seq)}
-	if rules := ruleIDs(out.Decision); len(rules) > 0 {
+// callAttrs are the request span's attributes of every tools/call, in a
+// slice with room for extra attributes.
+func (ct *callTrace) callAttrs(extra int) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, 2+extra)
+	return append(attrs, telemetry.GenAIToolName.String(ct.tool), telemetry.GenAIOperation.String("execute_tool"))
+}
+
+// decisionAttrs are the request span's attributes of an admitted call,
+// with room for the arguments and an error type.
+func (ct *callTrace) decisionAttrs(out Outcome, rules, flags []string) []attribute.KeyValue {
+	attrs := ct.callAttrs(8)
+	attrs = append(attrs, telemetry.Decision.String(string(out.Decision.Action)), telemetry.CallSeq.Int64(out.Seq))
+	if len(rules) > 0 {
 		attrs = append(attrs, telemetry.Rules.StringSlice(rules))
 	}
-	if flags := flagKinds(out.Flags); len(flags) > 0 {
+	if len(flags) > 0 {
 		attrs = append(attrs, telemetry.Flags.StringSlice(flags))
 	}
 	if out.Session != nil {
@@ -384,17 +439,17 @@ func policySpan(ctx context.Context) trace.Span {
 	return span
 }
 
-// endPolicySpan ends the policy span with what was decided.
-func endPolicySpan(span trace.Span, dec policies.Decision, flags []policies.Flag, risk float64) {
+// endPolicySpan ends the policy span with what was decided and by which
+// rules. The detectors' flags and risk it was decided with are on the
+// request span, as the call's: they are not repeated here.
+func endPolicySpan(span trace.Span, dec policies.Decision, _ []policies.Flag, _ float64) {
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(telemetry.Decision.String(string(dec.Action)), telemetry.Risk.Float64(risk))
 	if rules := ruleIDs(dec); len(rules) > 0 {
-		span.SetAttributes(telemetry.Rules.StringSlice(rules))
-	}
-	if f := flagKinds(flags); len(f) > 0 {
-		span.SetAttributes(telemetry.Flags.StringSlice(f))
+		span.SetAttributes(telemetry.Decision.String(string(dec.Action)), telemetry.Rules.StringSlice(rules))
+	} else {
+		span.SetAttributes(telemetry.Decision.String(string(dec.Action)))
 	}
 	span.End()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -120,6 +122,12 @@ func startTraced(t testing.TB, store sessions.Store, rec *audit.Recorder, record
 
 func startEnv(t testing.TB, store sessions.Store, rec *audit.Recorder, recordArgs, traced bool) *tracedEnv {
 	t.Helper()
+	return startEnvWith(t, store, rec, recordArgs, traced, nil)
+}
+
+// startEnvWith is startEnv with more upstream servers besides demo.
+func startEnvWith(t testing.TB, store sessions.Store, rec *audit.Recorder, recordArgs, traced bool, more []tools.ServerConfig) *tracedEnv {
+	t.Helper()
 	rcv, endpoint := startOTLPReceiver(t)
 	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
@@ -132,6 +140,7 @@ func startEnv(t testing.TB, store sessions.Store, rec *audit.Recorder, recordArg
 
 	cfg := tools.Config{Servers: []tools.ServerConfig{{Name: "demo", Transport: "builtin", Builtin: "demo",
 		ToolLabels: map[string][]string{"read_secret": {"credential"}}}}}
+	cfg.Servers = append(cfg.Servers, more...)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -457,5 +466,153 @@ func BenchmarkCallTracing(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// TestRequestIDAttribute checks jsonrpc.request.id against what fmt makes
+// of the decoded id, for ids of every shape.
+func TestRequestIDAttribute(t *testing.T) {
+	env := startTraced(t, sessions.NewMemory(sessions.Options{}), nil, false)
+	tr, err := transport.NewStreamableHTTP(env.url+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + sessionKeys["KEY1"]}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init, err := c.Initialize(ctx, mcp.InitializeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The edge refuses ids that are neither strings nor integers.
+	ids := []string{`1`, `-3`, `123456789`, `9007199254740993`, `"abc"`, `"x y"`, `""`}
+	for _, id := range ids {
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"` +
+			init.ProtocolVersion + `","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		req, _ := http.NewRequest(http.MethodPost, env.url+"/mcp", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+sessionKeys["KEY1"])
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", tr.GetSessionId())
+		req.Header.Set("Mcp-Protocol-Version", init.ProtocolVersion)
+		req.Header.Set("Mcp-Method", "tools/list")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("tools/list with id %s = %d %s; want 200", id, resp.StatusCode, b)
+		}
+	}
+	got := map[string]bool{}
+	for _, s := range env.flush(t) {
+		if v, ok := attrString(s, "jsonrpc.request.id"); ok {
+			got[v] = true
+		}
+	}
+	for _, id := range ids {
+		var v any
+		if err := json.Unmarshal([]byte(id), &v); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprint(v); !got[want] {
+			t.Errorf("no span with jsonrpc.request.id %q (id %s); have %v", want, id, got)
+		}
+	}
+}
+
+// TestSpanAttributesNotRepeated checks that a call's spans do not repeat
+// what an ancestor span says already: each copy is exported with every
+// call. The MCP method of the upstream call, and the policy span's
+// decision (what the policy decided, before a retry or approval), are
+// the span's own.
+func TestSpanAttributesNotRepeated(t *testing.T) {
+	env := startTraced(t, sessions.NewMemory(sessions.Options{}), nil, true)
+	c := tracedClient(t, env.url, nil)
+	for _, call := range [][2]string{{"demo__list_files", `{}`}, {"demo__read_secret", `{"name":"x"}`}, {"demo__run_shell", `{"command":"rm -rf /"}`}} {
+		if _, err := callTool(c, call[0], call[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := map[string]bool{"mcp.method.name": true, "toolgate.decision": true, "toolgate.rules": true}
+	spans := env.flush(t)
+	byID := map[string]*tracepb.Span{}
+	for _, s := range spans {
+		byID[string(s.SpanId)] = s
+	}
+	for _, s := range spans {
+		for p := byID[string(s.ParentSpanId)]; p != nil; p = byID[string(p.ParentSpanId)] {
+			for _, kv := range s.Attributes {
+				if own[kv.Key] {
+					continue
+				}
+				if v, ok := attrString(p, kv.Key); ok {
+					if mine, _ := attrString(s, kv.Key); mine == v {
+						t.Errorf("span %q repeats %s=%s of its ancestor %q", s.Name, kv.Key, v, p.Name)
+					}
+				}
+			}
+		}
+	}
+	// What the call's spans do say.
+	root := spanNamed(t, spans, "tools/call demo__list_files")
+	up := children(spans, root)["toolgate.upstream.call"]
+	if up == nil {
+		t.Fatal("no upstream span")
+	}
+	for k, v := range map[string]string{"toolgate.upstream.server": "demo", "gen_ai.tool.name": "list_files", "mcp.method.name": "tools/call"} {
+		if got, _ := attrString(up, k); got != v {
+			t.Errorf("upstream span %s = %q; want %q", k, got, v)
+		}
+	}
+	for _, k := range []string{"toolgate.call.seq", "toolgate.risk", "toolgate.session.id", "gen_ai.tool.call.arguments", "jsonrpc.request.id"} {
+		if got, ok := attrString(root, k); !ok || got == "" {
+			t.Errorf("request span has no %s", k)
+		}
+	}
+	shell := spanNamed(t, spans, "tools/call demo__run_shell")
+	if got, _ := attrString(shell, "error.type"); got != "toolgate.revoke" {
+		t.Errorf("revoked call's error.type = %q; want toolgate.revoke", got)
+	}
+	if got, _ := attrString(shell, "toolgate.rules"); !strings.Contains(got, "no-rm") {
+		t.Errorf("revoked call's toolgate.rules = %q; want no-rm", got)
+	}
+}
+
+// TestUpstreamGetsTraceContext checks that a forwarded call's _meta carries
+// the upstream span's trace context, beside toolgate's own keys.
+func TestUpstreamGetsTraceContext(t *testing.T) {
+	metas := make(chan map[string]any, 1)
+	up := server.NewMCPServer("up", "1")
+	up.AddTool(mcp.NewTool("meta"), func(_ context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		m := map[string]any{}
+		if req.Params.Meta != nil {
+			m = req.Params.Meta.AdditionalFields
+		}
+		metas <- m
+		return mcp.NewToolResultText("ok"), nil
+	})
+	ts := httptest.NewServer(server.NewStreamableHTTPServer(up))
+	t.Cleanup(ts.Close)
+	env := startEnvWith(t, sessions.NewMemory(sessions.Options{}), nil, false, true,
+		[]tools.ServerConfig{{Name: "up", Transport: "streamable-http", URL: ts.URL + "/mcp", Timeout: 10 * time.Second}})
+	c := tracedClient(t, env.url, nil)
+	if res, err := callTool(c, "up__meta", `{}`); err != nil || res.IsError {
+		t.Fatalf("CallTool(up__meta) = %+v, %v", res, err)
+	}
+	meta := <-metas
+	span := spanNamed(t, env.flush(t), "toolgate.upstream.call")
+	want := "00-" + hex.EncodeToString(span.TraceId) + "-" + hex.EncodeToString(span.SpanId) + "-01"
+	if got := meta["traceparent"]; got != want {
+		t.Errorf("_meta.traceparent = %v; want %s, the upstream span's (all: %v)", got, want, meta)
+	}
+	if len(meta) < 2 {
+		t.Errorf("_meta = %v; want toolgate's keys beside traceparent", meta)
 	}
 }

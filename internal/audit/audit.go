@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +77,11 @@ type Options struct {
 	QueueSize int
 	// BatchSize bounds one asynchronous write. Default 256.
 	BatchSize int
+	// Linger is how long the writer waits for more events once the queue
+	// is empty, so that one write (one round trip to Redis) carries the
+	// events of several calls rather than one. A synchronous Record, a
+	// full batch or Close ends the wait. Default 5ms; negative: no wait.
+	Linger time.Duration
 	// Tap sees every recorded event, after it was written or queued (for
 	// example to push revocations to Shared Signals receivers). It must
 	// not block. Nil: none.
@@ -84,11 +90,19 @@ type Options struct {
 	OnError func(Event, error)
 }
 
+// defaultLinger is short beside a person reading the stream, and as long
+// as ten allowed calls of one client (a tools/call takes about 0.5 ms), or
+// many more at higher concurrency, so that their events share a write.
+const defaultLinger = 5 * time.Millisecond
+
 // Recorder writes events to a sink and to the log. Events that must be
 // stored before the agent gets its answer (deny, revoke, operator
 // actions) are written synchronously; the others are queued and written
 // in batches by one goroutine, so that allowed calls do not wait for the
-// sink: a crash loses at most the queued allow events.
+// sink: a crash loses at most the queued allow events. Synchronous events
+// go through the same queue, behind those queued before them, so that the
+// sink gets every event in the order it was recorded; their writer sends
+// them at once, with whatever waited before them.
 type Recorder struct {
 	sink Sink
 	log  *slog.Logger
@@ -96,13 +110,31 @@ type Recorder struct {
 	// queue holds pointers: a buffer of QueueSize events would be over a
 	// megabyte, kept and scanned by the garbage collector for the life of
 	// the process however few events wait.
-	queue chan *Event
-	done  chan struct{}
-	once  sync.Once
+	queue chan *entry
+	// wake ends the writer's linger: a synchronous event, a full batch or
+	// Close is waiting.
+	wake chan struct{}
+	// lingering is how many events the writer holds while it lingers (0
+	// otherwise): with those queued, they make a full batch.
+	lingering atomic.Int64
+	done      chan struct{}
+	once      sync.Once
 
 	mu     sync.RWMutex // guards queue against Close
 	closed bool
 }
+
+// entry is a queued event.
+type entry struct {
+	Event
+	// stored receives the write's result for a synchronous Record; nil
+	// for a queued one.
+	stored chan error
+}
+
+// entries recycles the entries of queued events, which are copied into
+// the writer's batch as soon as it takes them.
+var entries = sync.Pool{New: func() any { return new(entry) }}
 
 // NewRecorder starts a recorder over sink; sink may be nil (log only).
 // Close flushes it.
@@ -113,7 +145,11 @@ func NewRecorder(sink Sink, opts Options) *Recorder {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 256
 	}
-	r := &Recorder{sink: sink, log: opts.Logger, opts: opts, queue: make(chan *Event, opts.QueueSize), done: make(chan struct{})}
+	if opts.Linger == 0 {
+		opts.Linger = defaultLinger
+	}
+	r := &Recorder{sink: sink, log: opts.Logger, opts: opts, queue: make(chan *entry, opts.QueueSize),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -131,18 +167,48 @@ func (r *Recorder) Record(ctx context.Context, e Event, sync bool) error {
 	if r.sink == nil {
 		return nil
 	}
-	if !sync && r.enqueue(&e) {
-		return nil
+	var err error
+	if sync {
+		err = r.recordSync(ctx, e)
+	} else {
+		ent := entries.Get().(*entry)
+		ent.Event = e
+		if r.enqueue(ent) {
+			return nil
+		}
+		*ent = entry{}
+		entries.Put(ent)
+		err = r.write(ctx, e)
 	}
-	if err := r.sink.Write(ctx, []Event{e}); err != nil {
-		r.failed([]Event{e}, err)
+	if err != nil {
 		return fmt.Errorf("audit %s event: %w", e.Kind, err)
 	}
 	return nil
 }
 
+// recordSync queues e and waits for the writer to store it, or writes it
+// itself when the queue is full or closed.
+func (r *Recorder) recordSync(ctx context.Context, e Event) error {
+	ent := &entry{Event: e, stored: make(chan error, 1)}
+	if !r.enqueue(ent) {
+		return r.write(ctx, e)
+	}
+	r.wakeWriter()
+	return <-ent.stored
+}
+
+// write stores e now, bypassing the queue.
+func (r *Recorder) write(ctx context.Context, e Event) error {
+	batch := []Event{e}
+	err := r.sink.Write(ctx, batch)
+	if err != nil {
+		r.failed(batch, err)
+	}
+	return err
+}
+
 // enqueue queues e unless the queue is full or closed.
-func (r *Recorder) enqueue(e *Event) bool {
+func (r *Recorder) enqueue(e *entry) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
@@ -150,9 +216,20 @@ func (r *Recorder) enqueue(e *Event) bool {
 	}
 	select {
 	case r.queue <- e:
+		if len(r.queue)+int(r.lingering.Load()) >= r.opts.BatchSize {
+			r.wakeWriter()
+		}
 		return true
 	default: // full: the caller writes now rather than drop
 		return false
+	}
+}
+
+// wakeWriter ends the writer's linger, if it lingers.
+func (r *Recorder) wakeWriter() {
+	select {
+	case r.wake <- struct{}{}:
+	default: // a wake-up is pending already
 	}
 }
 
@@ -207,28 +284,79 @@ func (r *Recorder) failed(events []Event, err error) {
 
 func (r *Recorder) run() {
 	defer close(r.done)
-	var batch []Event // grows to the largest batch written, at most BatchSize
-	for e := range r.queue {
-		batch = append(batch[:0], *e)
-	fill:
+	var (
+		batch  []Event      // grows to the largest batch written, at most BatchSize
+		stored []chan error // of the synchronous events in batch
+	)
+	add := func(ent *entry) {
+		batch = append(batch, ent.Event)
+		if ent.stored != nil {
+			stored = append(stored, ent.stored)
+			return
+		}
+		*ent = entry{}
+		entries.Put(ent)
+	}
+	// take adds the queued events to the batch, up to BatchSize, without
+	// waiting. It reports whether the queue is closed and empty.
+	take := func() (closed bool) {
 		for len(batch) < r.opts.BatchSize {
 			select {
-			case e, ok := <-r.queue:
+			case ent, ok := <-r.queue:
 				if !ok {
-					break fill
+					return true
 				}
-				batch = append(batch, *e)
+				add(ent)
 			default:
-				break fill
+				return false
 			}
+		}
+		return false
+	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for {
+		// Wait for an event; a wake-up left from the last batch is stale.
+		select {
+		case <-r.wake:
+		default:
+		}
+		ent, ok := <-r.queue
+		if !ok {
+			return
+		}
+		add(ent)
+		closed := take()
+		// The writer sleeps through the linger rather than wake for each
+		// event that comes meanwhile: that would be a goroutine switch per
+		// event.
+		if !closed && len(stored) == 0 && len(batch) < r.opts.BatchSize && r.opts.Linger > 0 {
+			r.lingering.Store(int64(len(batch)))
+			// Events queued before the store above woke no one.
+			if len(r.queue)+len(batch) < r.opts.BatchSize {
+				linger.Reset(r.opts.Linger)
+				select {
+				case <-linger.C:
+				case <-r.wake:
+					linger.Stop()
+				}
+			}
+			r.lingering.Store(0)
+			take()
 		}
 		// Queued events outlive the request that made them.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.sink.Write(ctx, batch); err != nil {
+		err := r.sink.Write(ctx, batch)
+		cancel()
+		if err != nil {
 			r.failed(batch, err)
 		}
-		cancel()
+		for _, c := range stored {
+			c <- err
+		}
 		clear(batch) // let the written events' strings go
+		clear(stored)
+		batch, stored = batch[:0], stored[:0]
 	}
 }
 
@@ -240,6 +368,7 @@ func (r *Recorder) Close() error {
 		r.closed = true
 		close(r.queue)
 		r.mu.Unlock()
+		r.wakeWriter()
 		<-r.done
 		if r.sink != nil {
 			err = r.sink.Close()

@@ -35,12 +35,12 @@ func OpenFile(path string) (*File, error) {
 // Write appends the events and syncs the file.
 func (s *File) Write(_ context.Context, events []Event) error {
 	var buf []byte
-	for _, e := range events {
-		data, err := json.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("encode audit event: %w", err)
+	for i := range events {
+		var err error
+		if buf, err = appendEvent(buf, &events[i]); err != nil {
+			return err
 		}
-		buf = append(append(buf, data...), '\n')
+		buf = append(buf, '\n')
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

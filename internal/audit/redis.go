@@ -19,6 +19,9 @@ type RedisStream struct {
 	client redis.UniversalClient
 	key    string
 	maxLen int64
+	// head is the XADD arguments before the event's JSON, boxed once:
+	// boxing them for every event allocated.
+	head []any
 }
 
 var _ Sink = (*RedisStream)(nil)
@@ -26,18 +29,38 @@ var _ Sink = (*RedisStream)(nil)
 // NewRedisStream writes to the stream key of client, keeping about maxLen
 // entries. It does not close client.
 func NewRedisStream(client redis.UniversalClient, key string, maxLen int64) *RedisStream {
-	return &RedisStream{client: client, key: key, maxLen: maxLen}
+	head := []any{"xadd", key}
+	if maxLen > 0 {
+		head = append(head, "maxlen", "~", maxLen)
+	}
+	head = append(head, "*", streamField)
+	return &RedisStream{client: client, key: key, maxLen: maxLen, head: head}
 }
 
 // Write appends the events in one round trip.
 func (s *RedisStream) Write(ctx context.Context, events []Event) error {
-	pipe := s.client.Pipeline()
-	for _, e := range events {
-		data, err := json.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("encode audit event: %w", err)
+	// One buffer holds every event's JSON, and the commands refer to their
+	// part of it until Exec has sent them.
+	buf := make([]byte, 0, 320*len(events))
+	ends := make([]int, len(events))
+	for i := range events {
+		var err error
+		if buf, err = appendEvent(buf, &events[i]); err != nil {
+			return err
 		}
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: s.key, MaxLen: s.maxLen, Approx: true, Values: []any{streamField, data}})
+		ends[i] = len(buf)
+	}
+	// And one slice the arguments of every command.
+	n := len(s.head) + 1
+	args := make([]any, n*len(events))
+	pipe := s.client.Pipeline()
+	start := 0
+	for i, end := range ends {
+		cmd := args[i*n : (i+1)*n : (i+1)*n]
+		copy(cmd, s.head)
+		cmd[n-1] = buf[start:end:end]
+		pipe.Do(ctx, cmd...)
+		start = end
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("append to audit stream %s: %w", s.key, err)
