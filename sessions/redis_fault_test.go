@@ -17,6 +17,25 @@ func faultSpec() sessions.Spec {
 	return sessions.Spec{Agent: "agent-f", Scope: []string{"*"}, Lifetime: time.Hour}
 }
 
+// createSetup creates a session for a test's setup. Its client's timeouts
+// are short, so that faults show quickly; on a loaded machine a setup call
+// can exceed them, which is not what these tests are about: it is retried.
+func createSetup(ctx context.Context, t *testing.T, st sessions.Store) *sessions.Session {
+	t.Helper()
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var s *sessions.Session
+		if s, _, err = st.Create(ctx, faultSpec()); err == nil {
+			return s
+		}
+		if !errors.Is(err, sessions.ErrUnavailable) {
+			break
+		}
+	}
+	t.Fatalf("create session: %v", err)
+	return nil
+}
+
 func faultCall() sessions.CallRecord {
 	return sessions.CallRecord{Server: "files", Tool: "read", Name: "files__read", Decision: "allow"}
 }
@@ -119,13 +138,10 @@ func TestRedisSlowed(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: proxy.Addr, DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout})
 	t.Cleanup(func() { _ = c.Close() })
 	st := sessions.NewRedis(c, sessions.RedisOptions{Prefix: sessionstest.Prefix()})
-	s, _, err := st.Create(ctx, faultSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := createSetup(ctx, t, st)
 	proxy.SetDelay(2 * time.Second)
 	start := time.Now()
-	err = admit(ctx, st, s.ID)
+	err := admit(ctx, st, s.ID)
 	waited := time.Since(start)
 	if !errors.Is(err, sessions.ErrUnavailable) {
 		t.Fatalf("admit through a 2s-slow Redis = %v; want ErrUnavailable", err)
@@ -162,11 +178,7 @@ func TestSentinelFailover(t *testing.T) {
 	const n = 200
 	var ids []string
 	for i := 0; i < n; i++ {
-		s, _, err := st.Create(ctx, faultSpec())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, s.ID)
+		ids = append(ids, createSetup(ctx, t, st).ID)
 	}
 	// Revoke every other session, the last ones just before the kill.
 	for i := 0; i < n; i += 2 {
