@@ -142,7 +142,10 @@ func (s Scope) Narrow(n Narrowing) Scope {
 // Glob reports whether name matches pattern, where '*' matches any run of
 // characters (including none) and '?' matches exactly one. There are no
 // character classes and no escapes; matching is case-sensitive.
-func Glob(pattern, name string) bool { return compileGlob(pattern).match(name) }
+func Glob(pattern, name string) bool {
+	g := compileGlob(pattern)
+	return g.match(name)
+}
 
 // glob is a pattern of Glob ready to match many names.
 type glob struct {
@@ -152,17 +155,23 @@ type glob struct {
 	// ("*__read_secret" against a history of other tools).
 	tail    string
 	hasStar bool
+	// all: the pattern is "*", common in countSince.
+	all bool
 }
 
 func compileGlob(pattern string) glob {
 	g := glob{pattern: pattern}
 	if i := strings.LastIndexByte(pattern, '*'); i >= 0 {
 		g.tail, g.hasStar = pattern[i+1:], true
+		g.all = pattern == "*"
 	}
 	return g
 }
 
-func (g glob) match(name string) bool {
+func (g *glob) match(name string) bool {
+	if g.all {
+		return true
+	}
 	pattern := g.pattern
 	if g.hasStar {
 		if len(g.tail) > len(name) {

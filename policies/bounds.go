@@ -70,6 +70,20 @@ func (sizeHints) EstimateCallCost(_, overloadID string, _ *checker.AstNode, _ []
 // withinBounds reports whether every value sizeHints bounds is within its
 // bound in this input.
 func withinBounds(in *Input) bool {
+	if !callWithinBounds(in) {
+		return false
+	}
+	for i := range in.History {
+		if !entryWithinBounds(&in.History[i]) || !tagsWithinBounds(&in.History[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// callWithinBounds is withinBounds but for the history entries' fields,
+// which sessionScans.historyWithinBounds checks with what it remembers.
+func callWithinBounds(in *Input) bool {
 	if len(in.History) > boundHistory || len(in.Flags) > boundFlags {
 		return false
 	}
@@ -83,16 +97,45 @@ func withinBounds(in *Input) bool {
 			return false
 		}
 	}
-	for i := range in.History {
-		h := &in.History[i]
-		if max(len(h.Server), len(h.Tool), len(h.Name), len(h.Decision)) > boundString ||
-			!strs(h.Labels) || !strs(h.ResultTags) {
-			return false
-		}
-	}
 	for i := range in.Flags {
 		if !str(in.Flags[i].Kind, in.Flags[i].Detail) {
 			return false
+		}
+	}
+	return true
+}
+
+// entryWithinBounds reports whether the fields of h fixed once it is
+// recorded are within their bounds.
+func entryWithinBounds(h *HistoryEntry) bool {
+	return max(len(h.Server), len(h.Tool), len(h.Name), len(h.Decision)) <= boundString && strs(h.Labels)
+}
+
+// tagsWithinBounds reports whether h's result tags, which may be added
+// after h is recorded, are within their bounds.
+func tagsWithinBounds(h *HistoryEntry) bool {
+	return len(h.ResultTags) == 0 || strs(h.ResultTags)
+}
+
+// historyWithinBounds reports whether the entries of hist, a history
+// seqsUsable accepts, are within their bounds. Fixed fields are checked
+// once per entry of the session (by Seq) and remembered; result tags,
+// which may still change, every time.
+func (m *sessionScans) historyWithinBounds(hist []HistoryEntry) bool {
+	lo := hist[0].Seq
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	proven := m.bounds.window(lo, hist[len(hist)-1].Seq)
+	for i := range hist {
+		h := &hist[i]
+		if !tagsWithinBounds(h) {
+			return false
+		}
+		if k := h.Seq - lo; proven[k] != resTrue {
+			if !entryWithinBounds(h) {
+				return false
+			}
+			proven[k] = resTrue
 		}
 	}
 	return true

@@ -1,7 +1,9 @@
 package policies
 
 import (
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestBoundedRules checks that rules proven within their limit run without
@@ -91,5 +93,67 @@ func TestBoundedRuleKeepsLimit(t *testing.T) {
 	d := set.Decide(&Input{Call: call("demo__y", `{}`), History: h, Now: t0})
 	if d.Action != ActionDeny || len(d.Errors) == 0 || d.Errors[0].Kind != ErrCostLimit {
 		t.Fatalf("Decide = %s, errors %+v; want deny with a %s error", d.Action, d.Errors, ErrCostLimit)
+	}
+}
+
+// TestBoundsRemembered checks that the bounds a decision remembers of a
+// session's entries never make it skip an entry it has not proven: the
+// remembered answer equals the full check at every step.
+func TestBoundsRemembered(t *testing.T) {
+	set := mustCompile(t, `rules:
+  - id: cred
+    action: deny
+    message: credential seen
+    when: history.exists(h, "credential" in h.labels)
+`)
+	long := strings.Repeat("x", boundString+1)
+	entries := func(seqs ...int64) []HistoryEntry {
+		h := make([]HistoryEntry, len(seqs))
+		for i, s := range seqs {
+			h[i] = HistoryEntry{Name: "demo__a", Decision: "allow", Time: t0, Labels: []string{"x"}, Seq: s}
+		}
+		return h
+	}
+	seqs := func(from, to int64) []int64 {
+		var out []int64
+		for s := from; s <= to; s++ {
+			out = append(out, s)
+		}
+		return out
+	}
+	sess := Session{ID: "s", Started: t0.Add(-time.Hour)}
+	other := Session{ID: "s", Started: t0.Add(-time.Minute)} // re-created with the same ID
+	tagged := entries(seqs(1, 10)...)
+	tagged[4].ResultTags = make([]string, boundList+1)
+	longName := entries(seqs(1, 11)...)
+	longName[10].Name = long
+	gap := entries(append(seqs(1, 10), 13)...)
+	gap[10].Labels = []string{long}
+	reused := entries(seqs(1, 10)...)
+	reused[2].Server = long
+	steps := []struct {
+		name    string
+		session Session
+		history []HistoryEntry
+		want    bool
+	}{
+		{"first decision", sess, entries(seqs(1, 10)...), true},
+		{"new entry over the bound", sess, longName, false},
+		{"new entry within", sess, entries(seqs(1, 11)...), true},
+		{"tags of a proven entry grow", sess, tagged, false},
+		{"oldest dropped", sess, entries(seqs(3, 11)...), true},
+		{"unseen Seq in a gap", sess, gap, false},
+		{"same ID, new session", other, reused, false},
+		{"same ID, new session, within", other, entries(seqs(1, 10)...), true},
+		{"no Seqs", sess, func() []HistoryEntry { h := entries(seqs(1, 3)...); h[1].Seq = 0; h[1].Tool = long; return h }(), false},
+	}
+	for _, s := range steps {
+		in := &Input{Call: call("demo__y", `{}`), Session: s.session, History: s.history, Now: t0}
+		st := newEvalState(in, set.adapter, set.nSlots, set.scans)
+		got := st.withinBounds()
+		st.release()
+		if got != s.want || got != withinBounds(in) {
+			t.Errorf("%s: withinBounds = %v; want %v (full check %v)", s.name, got, s.want, withinBounds(in))
+		}
 	}
 }

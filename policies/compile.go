@@ -51,12 +51,12 @@ type SourceFile struct {
 
 // Set is a compiled, immutable policy set. It is safe for concurrent use.
 // Its only state is what it remembers of sessions' history scans
-// (scanmemo.go), which changes no decision.
+// (scanmemo.go) and bounds (bounds.go), which changes no decision.
 type Set struct {
 	rules  []*compiledRule
 	nSlots int // shared comprehensions of the untracked programs (memo.go)
-	// scans remembers history scans across decisions (scanmemo.go); nil
-	// when no untracked program has one.
+	// scans remembers history scans and bounds across decisions
+	// (scanmemo.go, bounds.go).
 	scans   *scanMemory
 	version string
 	files   []string

@@ -401,7 +401,9 @@ func h32(s string) uint32 { return uint32(fnv64(s)) }
 
 // Inspect runs every enabled detector on the call about to be decided and
 // returns the flags it raises and the session's risk including them. It
-// changes neither st nor in.
+// does not change in, nor anything of st that Marshal encodes: it only
+// keeps in st the values it found in the call's arguments, which Record
+// of the same call reuses.
 func (d *Detectors) Inspect(st *DetectState, in *Input) ([]Flag, float64) {
 	var flags []Flag
 	seq := st.calls + 1
@@ -418,22 +420,58 @@ func (d *Detectors) Inspect(st *DetectState, in *Input) ([]Flag, float64) {
 	if !d.cfg.Injection.Disabled {
 		flags = d.injection(flags, st, in, seq)
 	}
-	needLeaves := !d.cfg.DataFlow.Disabled && st.taint.Len() > 0 ||
-		!d.cfg.Destinations.Disabled && hasAny(c.Labels, d.cfg.Labels.Send)
-	if needLeaves {
-		if args, err := ParseArgs(c.Args); err == nil {
-			leaves := argLeaves(args)
-			if !d.cfg.Destinations.Disabled && hasAny(c.Labels, d.cfg.Labels.Send) {
-				flags = d.destinations(flags, st, in, seq, leaves)
+	st.inspected = nil
+	send := !d.cfg.Destinations.Disabled && hasAny(c.Labels, d.cfg.Labels.Send)
+	if send || !d.cfg.DataFlow.Disabled && st.taint.Len() > 0 {
+		if cv, ok := newCallValues(c.Args); ok {
+			// Record of this call reads the same values.
+			st.inspected = cv
+			if send {
+				flags = d.destinations(flags, st, in, seq, cv)
 			}
 			if !d.cfg.DataFlow.Disabled && st.taint.Len() > 0 {
-				flags = d.dataFlow(flags, st, in, seq, leaves)
+				flags = d.dataFlow(flags, st, in, seq, cv)
 			}
 		}
 		// Unparsable arguments are the policy's to refuse; the
 		// detectors have nothing to say about them.
 	}
 	return flags, d.combine(st, in.Now, flags)
+}
+
+// callValues are the string and number leaves of one call's arguments and
+// the entities in each, found once per call for every detector that reads
+// them.
+type callValues struct {
+	args   string // the arguments' text
+	leaves []leaf
+	ents   []entity
+	end    []int // the entities of leaves[i] are ents[end[i-1]:end[i]]
+}
+
+// newCallValues parses raw; ok is false if it is not a JSON object.
+func newCallValues(raw []byte) (cv *callValues, ok bool) {
+	args, err := ParseArgs(raw)
+	if err != nil {
+		return nil, false
+	}
+	cv = &callValues{args: string(raw), leaves: argLeaves(args)}
+	cv.end = make([]int, len(cv.leaves))
+	for i, l := range cv.leaves {
+		entities(l.value, func(e entity) { cv.ents = append(cv.ents, e) })
+		cv.end[i] = len(cv.ents)
+	}
+	return cv, true
+}
+
+// entities returns the entities of leaves[i], in the order entities()
+// finds them.
+func (cv *callValues) entities(i int) []entity {
+	lo := 0
+	if i > 0 {
+		lo = cv.end[i-1]
+	}
+	return cv.ents[lo:cv.end[i]]
 }
 
 func (d *Detectors) baselineProfile(in *Input) (*ProfileBaseline, string) {
@@ -577,20 +615,20 @@ func (d *Detectors) knownDest(st *DetectState, pb *ProfileBaseline, e entity) bo
 	return false
 }
 
-func (d *Detectors) destinations(flags []Flag, st *DetectState, in *Input, seq uint32, leaves []leaf) []Flag {
+func (d *Detectors) destinations(flags []Flag, st *DetectState, in *Input, seq uint32, cv *callValues) []Flag {
 	pb, _ := d.baselineProfile(in)
 	var found []string
 	seen := map[string]bool{}
-	for _, l := range leaves {
-		entities(l.value, func(e entity) {
+	for i, l := range cv.leaves {
+		for _, e := range cv.entities(i) {
 			if !e.destination() || seen[e.key()] {
-				return
+				continue
 			}
 			seen[e.key()] = true
 			if !d.knownDest(st, pb, e) {
 				found = append(found, fmt.Sprintf("%s %s %s", l.path, e.kind, quote(e.value)))
 			}
-		})
+		}
 	}
 	if len(found) == 0 {
 		return flags
@@ -618,17 +656,22 @@ func (t *TaintSet) match(s string, f func(what string, fp fingerprint) bool) {
 	if t.Len() == 0 {
 		return
 	}
-	stop := false
-	entities(s, func(e entity) {
-		if stop {
-			return
-		}
-		if fp, ok := t.lookup(fnv64(e.key())); ok {
-			stop = !f(e.kind+" "+quote(e.value), fp)
-		}
-	})
-	if stop {
+	var ents []entity
+	entities(s, func(e entity) { ents = append(ents, e) })
+	t.matchFound(s, ents, f)
+}
+
+// matchFound is match with the entities of s already found.
+func (t *TaintSet) matchFound(s string, ents []entity, f func(what string, fp fingerprint) bool) {
+	if t.Len() == 0 {
 		return
+	}
+	for _, e := range ents {
+		if fp, ok := t.lookup(fnv64(e.key())); ok {
+			if !f(e.kind+" "+quote(e.value), fp) {
+				return
+			}
+		}
 	}
 	var wbuf [64]word
 	ws := words(s, wbuf[:0])
@@ -653,11 +696,11 @@ func (t *TaintSet) match(s string, f func(what string, fp fingerprint) bool) {
 	}
 }
 
-func (d *Detectors) dataFlow(flags []Flag, st *DetectState, in *Input, seq uint32, leaves []leaf) []Flag {
+func (d *Detectors) dataFlow(flags []Flag, st *DetectState, in *Input, seq uint32, cv *callValues) []Flag {
 	var hits []taintHit
 	var cats uint8
-	for _, l := range leaves {
-		st.taint.match(l.value, func(what string, fp fingerprint) bool {
+	for i, l := range cv.leaves {
+		st.taint.matchFound(l.value, cv.entities(i), func(what string, fp fingerprint) bool {
 			hits = append(hits, taintHit{l.path, what, fp})
 			cats |= fp.cats
 			return false // one hit per argument value is enough to explain it
@@ -716,16 +759,20 @@ func (d *Detectors) Record(st *DetectState, in *Input, action Action) {
 		// A send that went through (allowed by policy, or approved by a
 		// human) makes its destinations known for the rest of the
 		// session: it was flagged once, when it was new.
-		if args, err := ParseArgs(in.Call.Args); err == nil {
-			for _, l := range argLeaves(args) {
-				entities(l.value, func(e entity) {
-					if e.destination() {
-						d.addKnown(st, e)
-					}
-				})
+		cv, ok := st.inspected, true
+		if cv == nil || cv.args != string(in.Call.Args) {
+			// Not the call Inspect last saw: find its values again.
+			cv, ok = newCallValues(in.Call.Args)
+		}
+		if ok {
+			for _, e := range cv.ents {
+				if e.destination() {
+					d.addKnown(st, e)
+				}
 			}
 		}
 	}
+	st.inspected = nil
 }
 
 func (d *Detectors) addKnown(st *DetectState, e entity) {

@@ -43,6 +43,10 @@ type DetectState struct {
 	// has reported.
 	injectFirst, injectLast, injectHits, injectReported uint32
 	injectName, injectMarkers                           string
+
+	// inspected holds the values Inspect found in the arguments of the
+	// call it last inspected, for Record of that call. Not encoded.
+	inspected *callValues
 }
 
 // noteInjection records that the result of call seq (tool name) scored

@@ -547,3 +547,35 @@ rules:
 		t.Errorf("Decide(no Taint) = %v %+v; want allow", got.Action, got.Errors)
 	}
 }
+
+// TestRecordOtherCall checks that Record makes known the destinations of
+// the call it is given, whether or not it is the call Inspect last saw.
+func TestRecordOtherCall(t *testing.T) {
+	d := mustDetectors(t, DetectorConfig{}, nil)
+	send := func(to string) *Input {
+		return &Input{Call: call("m__send", `{"to":"`+to+`"}`, "external_send"), Session: Session{ID: "s"}, Now: t0}
+	}
+	newDest := func(st *DetectState, in *Input) bool {
+		t.Helper()
+		flags, _ := d.Inspect(st, in)
+		return slices.ContainsFunc(flags, func(f Flag) bool { return f.Kind == FlagNewDestination })
+	}
+	st := &DetectState{}
+	a, b := send("ann@a.example"), send("bob@b.example")
+	if !newDest(st, a) {
+		t.Fatalf("Inspect(send to ann) flagged no new destination; want %s", FlagNewDestination)
+	}
+	d.Record(st, b, ActionAllow) // not the call inspected
+	if !newDest(st, a) {
+		t.Errorf("Inspect(send to ann) after Record(send to bob): no %s; want one", FlagNewDestination)
+	}
+	if newDest(st, b) {
+		t.Errorf("Inspect(send to bob) after Record(send to bob) = %s; want none", FlagNewDestination)
+	}
+	d.Record(st, b, ActionAllow)
+	newDest(st, a)
+	d.Record(st, a, ActionAllow) // the call inspected
+	if newDest(st, a) {
+		t.Errorf("Inspect(send to ann) after Record(send to ann) = %s; want none", FlagNewDestination)
+	}
+}

@@ -292,8 +292,9 @@ type evalState struct {
 	nSlots int
 
 	// scans holds what the Set remembers of this session's history
-	// scans (scanmemo.go); scanSess is this session's part, looked up on
-	// first use (scanState 1) or found unusable (-1).
+	// scans (scanmemo.go) and bounds (bounds.go); scanSess is this
+	// session's part, looked up on first use (scanState 1) or found
+	// unusable (-1).
 	scans     *scanMemory
 	scanSess  *sessionScans
 	scanState int8
@@ -364,11 +365,21 @@ func (s *evalState) scanSession() *sessionScans {
 	return s.scanSess
 }
 
-// withinBounds is withinBounds(s.in), computed once per decision.
+// withinBounds is withinBounds(s.in), computed once per decision. The
+// fixed fields of an entry of a session are checked on the entry's first
+// decision only (sessionScans.historyWithinBounds).
 func (s *evalState) withinBounds() bool {
 	if s.bounds == 0 {
 		s.bounds = -1
-		if withinBounds(s.in) {
+		ok := callWithinBounds(s.in)
+		if ok {
+			if mem := s.scanSession(); mem != nil {
+				ok = mem.historyWithinBounds(s.in.History)
+			} else {
+				ok = withinBounds(s.in)
+			}
+		}
+		if ok {
 			s.bounds = 1
 		}
 	}

@@ -145,6 +145,21 @@ func sequence(list, patterns ref.Val) ref.Val {
 		globs[i] = compileGlob(string(s))
 	}
 	next := 0
+	if whole {
+		// The history itself: read its entries without a call per entry.
+		hist, g := hl.st.in.History, &globs[0]
+		for i := range hist {
+			if g.match(hist[i].Name) {
+				if next++; next == np {
+					break
+				}
+				g = &globs[next]
+			}
+		}
+		v := types.Bool(next == np)
+		hl.st.remember(histCall{globs: globs, val: v})
+		return v
+	}
 	_, err := eachEntry(list, func(h *HistoryEntry, _ *evalState) bool {
 		if globs[next].match(h.Name) {
 			next++
@@ -154,11 +169,7 @@ func sequence(list, patterns ref.Val) ref.Val {
 	if err != nil {
 		return types.NewErr("sequence: %v", err)
 	}
-	v := types.Bool(next == np)
-	if whole {
-		hl.st.remember(histCall{globs: globs, val: v})
-	}
-	return v
+	return types.Bool(next == np)
 }
 
 // countSince counts history entries at or after a time (or within a
@@ -181,8 +192,9 @@ func countSince(args ...ref.Val) ref.Val {
 		return types.NewErr("countSince: want a duration or a timestamp, got %s", args[1].Type().TypeName())
 	}
 	g := compileGlob(pattern)
+	// Cheapest test first: most entries differ in decision or name.
 	match := func(h *HistoryEntry) bool {
-		return !h.Time.Before(since) && (decision == "" || h.Decision == decision) && g.match(h.Name)
+		return (decision == "" || h.Decision == decision) && g.match(h.Name) && !h.Time.Before(since)
 	}
 	if hl, ok := args[0].(historyList); ok {
 		st := hl.st
@@ -194,8 +206,12 @@ func countSince(args ...ref.Val) ref.Val {
 			return v
 		}
 		count := 0
-		for i := range st.in.History {
-			if match(&st.in.History[i]) {
+		hist := st.in.History
+		for i := range hist {
+			// match, written out: one call per entry costs as much as
+			// the test.
+			h := &hist[i]
+			if (decision == "" || h.Decision == decision) && g.match(h.Name) && !h.Time.Before(since) {
 				count++
 			}
 		}

@@ -332,10 +332,13 @@ type scanSessionKey struct {
 	nsec    int
 }
 
-// sessionScans are the results of one session, one scanSeqs per scan.
+// sessionScans are the results of one session, one scanSeqs per scan, and
+// which entries' fixed fields were found within the bounds (resTrue in
+// bounds, see historyWithinBounds).
 type sessionScans struct {
-	mu    sync.Mutex
-	scans []scanSeqs
+	mu     sync.Mutex
+	scans  []scanSeqs
+	bounds scanSeqs
 }
 
 // scanSeqs holds the results of one scan for the entries from Seq first
@@ -345,10 +348,9 @@ type scanSeqs struct {
 	res   []uint8
 }
 
+// newScanMemory returns the memory of a Set with nScans remembered scans.
+// A Set without any still remembers its sessions' bounds.
 func newScanMemory(nScans int) *scanMemory {
-	if nScans == 0 {
-		return nil
-	}
 	return &scanMemory{nScans: nScans, sessions: map[scanSessionKey]*sessionScans{}}
 }
 
