@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toolgate/toolgate/internal/audit"
@@ -117,11 +119,39 @@ func childWith(ctx context.Context, name string, kind trace.SpanKind, attrs ...a
 	if !parent.IsRecording() {
 		return ctx, noSpan
 	}
-	tracer := parent.TracerProvider().Tracer(telemetry.ScopeName)
+	tracer := tracerOf(parent)
 	if len(attrs) == 0 {
 		return tracer.Start(ctx, name, trace.WithSpanKind(kind))
 	}
 	return tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// cachedTracer is the tracer of the SDK provider whose spans were last
+// parents: looking it up through the provider takes the provider's lock
+// and hashes the scope, for every span. One gateway per process has one
+// provider, so one entry is enough; another provider just replaces it.
+var cachedTracer atomic.Pointer[providerTracer]
+
+type providerTracer struct {
+	tp     *sdktrace.TracerProvider
+	tracer trace.Tracer
+}
+
+// tracerOf is toolgate's tracer of the provider that made span.
+func tracerOf(span trace.Span) trace.Tracer {
+	tp := span.TracerProvider()
+	// Only the SDK's provider is cached: it is a pointer, so comparing it
+	// is cheap and cannot panic, as comparing other providers could.
+	sdk, ok := tp.(*sdktrace.TracerProvider)
+	if !ok {
+		return tp.Tracer(telemetry.ScopeName)
+	}
+	if c := cachedTracer.Load(); c != nil && c.tp == sdk {
+		return c.tracer
+	}
+	t := sdk.Tracer(telemetry.ScopeName)
+	cachedTracer.Store(&providerTracer{tp: sdk, tracer: t})
+	return t
 }
 
 // traceHandler starts the span of one MCP request (a POST), under the

@@ -29,6 +29,7 @@ import (
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/audit"
+	"github.com/toolgate/toolgate/internal/telemetry"
 	"github.com/toolgate/toolgate/policies"
 	"github.com/toolgate/toolgate/sessions"
 	"github.com/toolgate/toolgate/sessions/sessionstest"
@@ -133,7 +134,7 @@ func startEnvWith(t testing.TB, store sessions.Store, rec *audit.Recorder, recor
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.NewBatcher(exp, telemetry.BatcherOptions{})))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -614,5 +615,39 @@ func TestUpstreamGetsTraceContext(t *testing.T) {
 	}
 	if len(meta) < 2 {
 		t.Errorf("_meta = %v; want toolgate's keys beside traceparent", meta)
+	}
+}
+
+// TestSpansGoToTheirProvider runs calls through two gateways, each with its
+// own tracer provider, in turn: every child span goes to the provider of
+// its request span, whichever gateway made a span last.
+func TestSpansGoToTheirProvider(t *testing.T) {
+	envs := []*tracedEnv{
+		startTraced(t, sessions.NewMemory(sessions.Options{}), nil, false),
+		startTraced(t, sessions.NewMemory(sessions.Options{}), nil, false),
+	}
+	clients := []*client.Client{tracedClient(t, envs[0].url, nil), tracedClient(t, envs[1].url, nil)}
+	for range 2 {
+		for _, c := range clients {
+			if res, err := callTool(c, "demo__list_files", `{}`); err != nil || res.IsError {
+				t.Fatalf("CallTool(demo__list_files) = %+v, %v", res, err)
+			}
+		}
+	}
+	for i, env := range envs {
+		spans := env.flush(t)
+		count := map[string]int{}
+		for _, s := range spans {
+			count[s.Name]++
+		}
+		for _, name := range []string{"tools/call demo__list_files", "toolgate.authenticate", "toolgate.admit",
+			"toolgate.policy.evaluate", "toolgate.upstream.call"} {
+			if count[name] < 2 {
+				t.Errorf("gateway %d exported %d spans %q; want 2 or more (all: %v)", i, count[name], name, count)
+			}
+		}
+		if got, want := count["toolgate.policy.evaluate"], count["tools/call demo__list_files"]; got != want {
+			t.Errorf("gateway %d exported %d policy spans for %d calls", i, got, want)
+		}
 	}
 }

@@ -74,7 +74,7 @@ func Setup(ctx context.Context, cfg Config, version string) (*Providers, error) 
 			ratio = *cfg.Traces.SampleRatio
 		}
 		tp := sdktrace.NewTracerProvider(
-			sdktrace.WithBatcher(exp),
+			sdktrace.WithSpanProcessor(NewBatcher(exp, BatcherOptions{})),
 			sdktrace.WithResource(res),
 			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
 		)
