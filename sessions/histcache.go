@@ -219,6 +219,9 @@ func (c *histCache) committed(id string, version int64, rec CallRecord, after *S
 	}
 	limit := max(after.HistoryLimit, 1)
 	n := len(s.recs)
+	if n > 0 {
+		shareWithPrevious(&rec, &s.recs[n-1])
+	}
 	if n == cap(s.recs) {
 		// The elements past len(s.recs) belong to no slice handed out.
 		keep := min(n, limit-1)
@@ -236,10 +239,36 @@ func (c *histCache) committed(id string, version int64, rec CallRecord, after *S
 	c.evict()
 }
 
+// shareWithPrevious makes rec use the strings and lists of prev, the record cached before it,
+// where they are equal, as decodeEntry does (see entryMemo): a session mostly repeats the same
+// few tools, and the copies a commit made of them would otherwise stay in the cache for as
+// long as the record does. Result tags, which annotations add to, are not shared.
+func shareWithPrevious(rec, prev *CallRecord) {
+	for _, p := range [...]struct{ s, prev *string }{{&rec.Server, &prev.Server}, {&rec.Tool, &prev.Tool}, {&rec.Name, &prev.Name}, {&rec.Decision, &prev.Decision}} {
+		if *p.s == *p.prev {
+			*p.s = *p.prev
+		}
+	}
+	if len(rec.Labels) > 0 && slices.Equal(rec.Labels, prev.Labels) {
+		rec.Labels = prev.Labels
+	}
+	if len(rec.Rules) > 0 && slices.Equal(rec.Rules, prev.Rules) {
+		rec.Rules = prev.Rules
+	}
+}
+
 // recsCap is the capacity to give cached records that will hold n of a history limited to
-// limit: room for the next commits too, so that most append in place. Once full, a history
-// is copied again after limit/2 commits: two records' worth of copying per commit.
-func recsCap(limit, n int) int { return max(n, limit+max(16, limit/2)) }
+// limit: room for the next commits too, so that most append in place. A history still short
+// of its limit doubles, as append would: a session's cache costs what it holds, not its limit
+// (a CallRecord is 192 bytes). Once full, a history is copied again after limit/4 commits
+// (at least 16): four records' worth of copying per commit, for a quarter of the limit spare.
+func recsCap(limit, n int) int {
+	full := limit + max(16, limit/4)
+	if n >= limit {
+		return max(n, full)
+	}
+	return min(max(2*n, 16), full)
+}
 
 // annotated moves the view of session id on by an annotation made on version, which left the
 // session at newVersion in state: tags join the result tags of call seq, and detect, when not

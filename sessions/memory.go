@@ -613,8 +613,11 @@ func normalizeRecord(rec CallRecord, now time.Time) (CallRecord, error) {
 		return rec, fmt.Errorf("%w: call record has no name: set the namespaced tool name", ErrInvalid)
 	}
 	if len(rec.Args) > 0 {
-		var b bytes.Buffer
-		if err := json.Compact(&b, rec.Args); err != nil {
+		// Sized to the arguments, which compacting only shortens: the record stays in the
+		// replica's history cache, and a bytes.Buffer would round small arguments up to 64
+		// bytes (most are a path or a query of a few dozen).
+		b := bytes.NewBuffer(make([]byte, 0, len(rec.Args)))
+		if err := json.Compact(b, rec.Args); err != nil {
 			return rec, fmt.Errorf("%w: call record args of %s are not JSON: %v", ErrInvalid, rec.Name, err)
 		}
 		rec.Args = b.Bytes()
