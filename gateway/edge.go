@@ -46,25 +46,44 @@ func (e *edgeError) Error() string { return e.msg }
 // (the CVE-2026-27896 class); toolgate refuses it instead of guessing.
 // It returns the message's method ("" for a response).
 func checkMessage(body []byte, maxDepth int) (string, *edgeError) {
+	p, e := checkPosted(body, maxDepth)
+	if p == nil {
+		return "", e
+	}
+	return p.method, e
+}
+
+// checkPosted is checkMessage keeping what later stages read of the
+// message: its method, and the raw id and params (slices of body).
+func checkPosted(body []byte, maxDepth int) (*posted, *edgeError) {
+	method, env, e := checkBody(body, maxDepth)
+	if e != nil {
+		return &posted{method: method}, e
+	}
+	return &posted{method: method, body: body, id: env.id, params: env.params}, nil
+}
+
+func checkBody(body []byte, maxDepth int) (string, *envelope, *edgeError) {
 	if !utf8.Valid(body) {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
+		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
 	}
 	c := checker{buf: body, maxDepth: maxDepth}
 	c.skipSpace()
 	if c.pos < len(c.buf) && c.buf[c.pos] == '[' {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
+		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
 	}
 	if c.pos >= len(c.buf) || c.buf[c.pos] != '{' {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
+		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
 	}
 	if err := c.value(0); err != nil {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
+		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
 	}
 	c.skipSpace()
 	if c.pos != len(c.buf) {
-		return "", &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
+		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
 	}
-	return checkEnvelope(&c.env)
+	method, e := checkEnvelope(&c.env)
+	return method, &c.env, e
 }
 
 // postedKey holds the message of a POST, checked by edgeHandler.
@@ -73,6 +92,10 @@ type postedKey struct{}
 type posted struct {
 	method string // its JSON-RPC method
 	body   []byte // the whole body, not to be modified
+	// The raw values of its "id" and "params" members (parts of body),
+	// nil when absent. The edge refuses duplicate and case-variant keys,
+	// so these are the members every later decoder reads.
+	id, params []byte
 }
 
 // methodFrom returns the JSON-RPC method of the request's posted message,
@@ -87,11 +110,17 @@ func methodFrom(ctx context.Context) string {
 
 // bodyFrom returns the request's posted message, or nil.
 func bodyFrom(ctx context.Context) []byte {
-	p, _ := ctx.Value(postedKey{}).(*posted)
-	if p == nil {
-		return nil
+	if p := postedFrom(ctx); p != nil {
+		return p.body
 	}
-	return p.body
+	return nil
+}
+
+// postedFrom returns what the edge kept of the request's posted message,
+// or nil.
+func postedFrom(ctx context.Context) *posted {
+	p, _ := ctx.Value(postedKey{}).(*posted)
+	return p
 }
 
 // checkEnvelope checks the JSON-RPC 2.0 fields of a message already known
@@ -492,14 +521,14 @@ func edgeHandler(next http.Handler, maxBody int64, maxDepth int) http.Handler {
 			writeEdgeError(w, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "reading request body: " + err.Error()})
 			return
 		}
-		method, e := checkMessage(body, maxDepth)
+		msg, e := checkPosted(body, maxDepth)
 		if e != nil {
 			writeEdgeError(w, e)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), postedKey{}, &posted{method: method, body: body})))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), postedKey{}, msg)))
 	})
 }
 

@@ -89,31 +89,29 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	as := agentSessionFrom(ctx)
-	body := bodyFrom(ctx)
+	msg := postedFrom(ctx)
 	ft := g.fast.Load()
-	if as == nil || body == nil || ft == nil {
+	if as == nil || msg == nil || ft == nil || len(msg.id) == 0 || len(msg.params) == 0 {
 		return false
 	}
-	var msg struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      any             `json:"id"`
-		Params  json.RawMessage `json:"params"`
-	}
-	if json.Unmarshal(body, &msg) != nil || msg.JSONRPC != mcp.JSONRPC_VERSION || msg.ID == nil {
+	// The edge checked the envelope ("jsonrpc": "2.0", an id that is a
+	// string or an integer) and kept the id and params.
+	var id any
+	if json.Unmarshal(msg.id, &id) != nil || id == nil {
 		return false
 	}
 	var p callParams
-	if json.Unmarshal(msg.Params, &p) != nil || !(*ft)[p.Name] ||
+	if json.Unmarshal(msg.params, &p) != nil || !(*ft)[p.Name] ||
 		p.Meta == nil || p.Meta.ProtocolVersion != version || p.Meta.ClientCapabilities == nil ||
 		p.Meta.ProgressToken != nil || p.Task != nil || p.InputResponses != nil || p.RequestState != nil {
 		return false
 	}
-	if mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MethodToolsCall, msg.Params) != nil {
+	if mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MethodToolsCall, msg.params) != nil {
 		return false
 	}
 
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.SetAttributes(telemetry.JSONRPCRequestID.String(requestID(msg.ID)))
+		span.SetAttributes(telemetry.JSONRPCRequestID.String(requestID(id)))
 	}
 	var req mcp.CallToolRequest
 	req.Method = string(mcp.MethodToolsCall)
@@ -141,7 +139,7 @@ func (g *Gateway) serveFastCall(w http.ResponseWriter, r *http.Request) bool {
 			meta.SetServerInfo(g.info)
 		}
 	}
-	out.finish(mcp.NewRequestId(msg.ID), res)
+	out.finish(mcp.NewRequestId(id), res)
 	return true
 }
 

@@ -95,6 +95,8 @@ func TestDirectToolCallsAnswerAsMCPGo(t *testing.T) {
 		{"a task", strings.Replace(modernCall(1, "demo__list_files", `{}`, ""), `"arguments"`, `"task":{"ttl":1000},"arguments"`, 1), modernHeaders("demo__list_files")},
 		{"a legacy request", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__list_files","arguments":{}}}`, nil},
 		{"a notification", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"demo__list_files","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, modernHeaders("demo__list_files")},
+		{"an id under another case", strings.Replace(modernCall(1, "demo__list_files", `{}`, ""), `"id"`, `"ID"`, 1), modernHeaders("demo__list_files")},
+		{"params under another case", strings.Replace(modernCall(1, "demo__list_files", `{}`, ""), `"params"`, `"Params"`, 1), modernHeaders("demo__list_files")},
 		{"another method", pingModern(), map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}},
 	}
 	for _, c := range declined {
