@@ -7,11 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -221,7 +223,30 @@ func TestBatcherSkipsUnsampled(t *testing.T) {
 	}
 }
 
+// handledErrors collects what reaches the OpenTelemetry error handler
+// until the test ends.
+type handledErrors struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (h *handledErrors) Handle(err error) {
+	h.mu.Lock()
+	h.errs = append(h.errs, err)
+	h.mu.Unlock()
+}
+
+func (h *handledErrors) text() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return fmt.Sprint(h.errs)
+}
+
 func TestBatcherDropsWhenFull(t *testing.T) {
+	handled := &handledErrors{}
+	old := otel.GetErrorHandler()
+	otel.SetErrorHandler(handled)
+	t.Cleanup(func() { otel.SetErrorHandler(old) })
 	rcv, endpoint := startReceiver(t)
 	tp, b := newBatched(t, endpoint, BatcherOptions{MaxQueueSize: 4, MaxBatchSize: 4, Delay: time.Hour})
 	release := rcv.holdExports()
@@ -239,6 +264,11 @@ func TestBatcherDropsWhenFull(t *testing.T) {
 	}
 	spans, _ := rcv.received()
 	checkSpans(t, spans, 8)
+	// The drops are told once, through the error handler.
+	if got := handled.text(); strings.Count(got, "spans dropped") != 1 ||
+		!strings.Contains(got, "3 spans dropped: the span export queue (4) was full") {
+		t.Errorf("error handler got %s; want the 3 dropped spans told once", got)
+	}
 }
 
 func TestBatcherHonoursContexts(t *testing.T) {
