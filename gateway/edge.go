@@ -44,46 +44,32 @@ func (e *edgeError) Error() string { return e.msg }
 // struct fields case-insensitively and keeps the last duplicate, so such a
 // message could be authorised on one value and executed on another
 // (the CVE-2026-27896 class); toolgate refuses it instead of guessing.
-// It returns the message's method ("" for a response).
-func checkMessage(body []byte, maxDepth int) (string, *edgeError) {
-	p, e := checkPosted(body, maxDepth)
-	if p == nil {
-		return "", e
-	}
-	return p.method, e
-}
-
-// checkPosted is checkMessage keeping what later stages read of the
-// message: its method, and the raw id and params (slices of body).
-func checkPosted(body []byte, maxDepth int) (*posted, *edgeError) {
-	method, env, e := checkBody(body, maxDepth)
-	if e != nil {
-		return &posted{method: method}, e
-	}
-	return &posted{method: method, body: body, id: env.id, params: env.params}, nil
-}
-
-func checkBody(body []byte, maxDepth int) (string, *envelope, *edgeError) {
+// It returns what later stages read of the message: its method ("" for a
+// response) and its raw id and params (parts of body).
+func checkMessage(body []byte, maxDepth int) (*posted, *edgeError) {
 	if !utf8.Valid(body) {
-		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
+		return nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "body is not valid UTF-8"}
 	}
 	c := checker{buf: body, maxDepth: maxDepth}
 	c.skipSpace()
 	if c.pos < len(c.buf) && c.buf[c.pos] == '[' {
-		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
+		return nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "JSON-RPC batches are not supported: send one message per request"}
 	}
 	if c.pos >= len(c.buf) || c.buf[c.pos] != '{' {
-		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
+		return nil, &edgeError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: "a JSON-RPC message must be a JSON object"}
 	}
 	if err := c.value(0); err != nil {
-		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
+		return nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: err.Error()}
 	}
 	c.skipSpace()
 	if c.pos != len(c.buf) {
-		return "", nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
+		return nil, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: fmt.Sprintf("unexpected data after the JSON object at byte %d", c.pos)}
 	}
 	method, e := checkEnvelope(&c.env)
-	return method, &c.env, e
+	if e != nil {
+		return nil, e
+	}
+	return &posted{method: method, body: body, id: c.env.id, params: c.env.params}, nil
 }
 
 // postedKey holds the message of a POST, checked by edgeHandler.
@@ -521,7 +507,7 @@ func edgeHandler(next http.Handler, maxBody int64, maxDepth int) http.Handler {
 			writeEdgeError(w, &edgeError{status: http.StatusBadRequest, code: codeParseError, msg: "reading request body: " + err.Error()})
 			return
 		}
-		msg, e := checkPosted(body, maxDepth)
+		msg, e := checkMessage(body, maxDepth)
 		if e != nil {
 			writeEdgeError(w, e)
 			return

@@ -40,7 +40,7 @@ func FuzzEdgeMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		method, e := checkMessage(body, DefaultMaxDepth)
+		msg, e := checkMessage(body, DefaultMaxDepth)
 		if e != nil {
 			if e.msg == "" || (e.code != codeParseError && e.code != codeInvalidRequest) || e.status != http.StatusBadRequest {
 				t.Fatalf("checkMessage(%q) refused with %d/%d %q; want 400, a JSON-RPC error code and a message", body, e.status, e.code, e.msg)
@@ -62,7 +62,7 @@ func FuzzEdgeMessage(f *testing.F) {
 		} else if depth > DefaultMaxDepth {
 			t.Fatalf("checkMessage(%q) accepted nesting %d; limit %d", body, depth, DefaultMaxDepth)
 		}
-		if _, isCall := obj["method"]; isCall && method == "" {
+		if _, isCall := obj["method"]; isCall && msg.method == "" {
 			t.Fatalf("checkMessage(%q) accepted a request with an empty method", body)
 		}
 	})
